@@ -38,7 +38,7 @@ pkgs=(build-essential cmake pkg-config clang
       libuv1-dev libssl-dev openssl libsqlite3-dev sqlite3
       libprotobuf-c-dev protobuf-c-compiler libjansson-dev libcmocka-dev
       libh2o-dev libsystemd-dev libnats-dev
-      curl jq python3 python3-cryptography iproute2 procps)
+      libcurl4-openssl-dev curl jq python3 python3-cryptography iproute2 procps)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

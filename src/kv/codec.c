@@ -9,6 +9,9 @@
 #include "kv/internal.h"
 #include "kv/kv.h"
 
+/* Length prefix plus worst-case padding of the raft entry envelope. */
+#define ENTRY_OVERHEAD 12
+
 /* What kv_cmd_decode hands out: the public struct first, so that a
  * `struct kv_cmd *` converts back to its holder. */
 struct decoded {
@@ -271,8 +274,9 @@ int kv_cmd_encode(const struct kv_cmd *cmd, void *(*alloc)(size_t), void **buf,
     Unibus__Kv__Noop noop = UNIBUS__KV__NOOP__INIT;
     struct txn_scratch sc;
     void *scratch = NULL;
-    size_t size;
+    size_t size, padded;
     void *out;
+    uint8_t *p;
     int rv;
 
     if (alloc == NULL || buf == NULL || len == NULL) {
@@ -318,19 +322,29 @@ int kv_cmd_encode(const struct kv_cmd *cmd, void *(*alloc)(size_t), void **buf,
     }
 
     size = unibus__kv__command__get_packed_size(&msg);
-    if (size > KV_MAX_CMD_BYTES) {
+    if (size > KV_MAX_CMD_BYTES - ENTRY_OVERHEAD) {
         free(scratch);
         return KV_INVALID;
     }
-    out = alloc(size);
+    /* Entry envelope: libraft's disk format wants payloads in multiples of
+     * 8 bytes, so a 4-byte little-endian length precedes the message and
+     * zero bytes pad it. */
+    padded = (4 + size + 7) & ~(size_t)7;
+    out = alloc(padded);
     if (out == NULL) {
         free(scratch);
         return KV_INTERNAL;
     }
-    unibus__kv__command__pack(&msg, out);
+    p = out;
+    p[0] = (uint8_t)size;
+    p[1] = (uint8_t)(size >> 8);
+    p[2] = (uint8_t)(size >> 16);
+    p[3] = (uint8_t)(size >> 24);
+    unibus__kv__command__pack(&msg, p + 4);
+    memset(p + 4 + size, 0, padded - 4 - size);
     free(scratch);
     *buf = out;
-    *len = size;
+    *len = padded;
     return KV_OK;
 }
 
@@ -458,8 +472,25 @@ int kv_cmd_decode(const void *buf, size_t len, struct kv_cmd **out)
     int rv;
 
     *out = NULL;
-    if (buf == NULL || len == 0 || len > KV_MAX_CMD_BYTES) {
+    if (buf == NULL || len < 8 || len % 8 != 0 || len > KV_MAX_CMD_BYTES) {
         return KV_INVALID;
+    }
+    {
+        const uint8_t *b = buf;
+        size_t n = (size_t)b[0] | (size_t)b[1] << 8 | (size_t)b[2] << 16 |
+                   (size_t)b[3] << 24;
+        /* The envelope must be exact: length, message, fewer than 8 zero
+         * bytes of padding. */
+        if (n == 0 || n > len - 4 || len - 4 - n >= 8) {
+            return KV_INVALID;
+        }
+        for (size_t i = 4 + n; i < len; i++) {
+            if (b[i] != 0) {
+                return KV_INVALID;
+            }
+        }
+        buf = b + 4;
+        len = n;
     }
     d = calloc(1, sizeof *d);
     if (d == NULL) {

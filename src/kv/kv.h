@@ -133,8 +133,11 @@ struct kv_cmd {
 int kv_cmd_validate(const struct kv_cmd *cmd);
 
 /* Validates, then encodes cmd into a buffer obtained from alloc (raft_malloc
- * in production; owned by the caller afterwards). Returns KV_OK, KV_INVALID
- * (bad input; nothing allocated) or KV_INTERNAL (allocation failed). */
+ * in production; owned by the caller afterwards). The buffer is a raft entry:
+ * a 4-byte little-endian length, the protobuf Command, and zero padding to a
+ * multiple of 8 bytes (libraft's uv backend refuses other lengths). Returns
+ * KV_OK, KV_INVALID (bad input; nothing allocated) or KV_INTERNAL (allocation
+ * failed). */
 int kv_cmd_encode(const struct kv_cmd *cmd, void *(*alloc)(size_t), void **buf,
                   size_t *len);
 

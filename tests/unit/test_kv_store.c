@@ -1336,14 +1336,24 @@ static void expect_invalid_entry(struct t *t, const void *buf, size_t len,
 }
 
 /* Packs a protobuf command that decodes but breaks a rule. */
+/* Packs m in the raft entry envelope (length, message, zero padding to 8)
+ * without kv_cmd_encode's validation, so the decoder's rules are what the
+ * tests exercise. */
 static struct blob pack_raw(Unibus__Kv__Command *m)
 {
     struct blob b;
+    size_t n = unibus__kv__command__get_packed_size(m);
+    uint8_t *p;
 
-    b.n = unibus__kv__command__get_packed_size(m);
-    b.p = malloc(b.n + 1);
+    b.n = (4 + n + 7) & ~(size_t)7;
+    b.p = calloc(1, b.n);
     assert_non_null(b.p);
-    unibus__kv__command__pack(m, b.p);
+    p = b.p;
+    p[0] = (uint8_t)n;
+    p[1] = (uint8_t)(n >> 8);
+    p[2] = (uint8_t)(n >> 16);
+    p[3] = (uint8_t)(n >> 24);
+    unibus__kv__command__pack(m, p + 4);
     return b;
 }
 

@@ -1,0 +1,182 @@
+"""Three real membershipd processes on loopback over mutual-TLS routes:
+bootstrap, writes through any node, linearizable reads, leader SIGKILL and
+failover with no acknowledged write lost, restart and catch-up, a fourth node
+joining and promoted, a node removed, leadership transfer, clean SIGTERM."""
+import base64
+import os
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import ubcluster  # noqa: E402
+
+BIN = os.environ["MEMBERSHIPD"]
+
+
+def value(node, bucket, key, **q):
+    st, j = node.get(bucket, key, **q)
+    if st != 200:
+        return st, None
+    return st, base64.b64decode(j["value"])
+
+
+class ThreeNodes(unittest.TestCase):
+    def setUp(self):
+        # Low snapshot threshold so restarts and catch-up exercise snapshots.
+        self.c = ubcluster.Cluster(BIN, n=3, snapshot_threshold=64,
+                                   snapshot_trailing=32, spare_names=["n4"])
+        self.c.start()
+        self.leader = self.c.wait_leader(timeout=40)
+
+    def tearDown(self):
+        failed = any(e for _, e in getattr(self._outcome, "errors", []) if e) \
+            if hasattr(self._outcome, "errors") else False
+        if failed or (hasattr(self._outcome, "result") and
+                      (self._outcome.result.failures or self._outcome.result.errors)):
+            self.c.dump_logs()
+        self.c.close()
+
+    def test_bootstrap_writes_reads_everywhere(self):
+        st, j = self.leader.cluster_info()
+        self.assertEqual(st, 200, j)
+        self.assertTrue(j["ha"])
+        self.assertEqual(sorted(m["role"] for m in j["members"]), ["voter"] * 3)
+        self.assertEqual(len(j["members"]), 3)
+        # Every node accepts writes; a read on any other node right after the
+        # acknowledgement sees it (linearizable reads).
+        for i, writer in enumerate(self.c.nodes):
+            st, j = writer.put("lin", "k", "from-%s-%d" % (writer.name, i))
+            self.assertEqual(st, 200, j)
+            for reader in self.c.nodes:
+                st, v = value(reader, "lin", "k")
+                self.assertEqual(st, 200)
+                self.assertEqual(v, b"from-%s-%d" % (writer.name.encode(), i))
+        # CAS through a follower.
+        follower = [n for n in self.c.nodes if n is not self.leader][0]
+        st, j = follower.put("lin", "cas", "a", rev=0)
+        self.assertEqual(st, 200)
+        st, j2 = follower.put("lin", "cas", "b", rev=0)
+        self.assertEqual(st, 409)
+        # Names recorded for every member.
+        ubcluster.wait_for(lambda: all(m["name"] for m in self.leader.cluster_info()[1]["members"]),
+                           what="member names")
+        # healthz names the same leader everywhere and says HA.
+        for n in self.c.nodes:
+            st, h = n.health()
+            self.assertEqual(st, 200)
+            self.assertTrue(h["ha"])
+            self.assertTrue(h["posture"]["route_tls"])
+            self.assertEqual(h["leader"], self.leader.name)
+
+    def test_leader_kill_failover_no_acked_write_lost(self):
+        acked = {}
+        stop = threading.Event()
+        errors = []
+
+        def writer(node, prefix):
+            i = 0
+            while not stop.is_set():
+                key = "%s-%d" % (prefix, i)
+                try:
+                    st, j = node.put("acked", key, key)
+                except OSError:
+                    st = None
+                if st == 200:
+                    acked[key] = j["revision"]
+                elif st not in (None, 503, 504):
+                    errors.append((st, j))
+                i += 1
+
+        followers = [n for n in self.c.nodes if n is not self.leader]
+        threads = [threading.Thread(target=writer, args=(n, n.name)) for n in followers]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        old = self.leader
+        t0 = time.time()
+        old.kill()
+        new = self.c.wait_leader(nodes=followers, timeout=30)
+        self.assertIsNot(new, old)
+        # The next acknowledged write after the kill.
+        st, j = ubcluster.wait_for(lambda: (lambda r: r if r[0] == 200 else None)(
+            new.put("acked", "after-failover", "x")), timeout=30, what="write after failover")
+        failover = time.time() - t0
+        time.sleep(0.5)
+        stop.set()
+        for t in threads:
+            t.join()
+        self.assertFalse(errors, errors[:5])
+        self.assertGreater(len(acked), 10)
+        print("failover: next acknowledged write %.2fs after SIGKILL; %d writes acked"
+              % (failover, len(acked)))
+        # Every acknowledged write is readable on both survivors.
+        for n in followers:
+            for key, rev in acked.items():
+                st, j = n.get("acked", key)
+                self.assertEqual(st, 200, (n.name, key))
+                self.assertEqual(base64.b64decode(j["value"]), key.encode())
+        # The killed node restarts from disk and catches up.
+        old.start()
+        for key in list(acked)[-5:]:
+            ubcluster.wait_for(lambda: old.get("acked", key, stale="true")[0] == 200,
+                               timeout=30, what="restarted node catching up")
+        st, j = old.get("acked", "after-failover")
+        self.assertEqual(st, 200)
+
+    def test_join_promote_remove_transfer(self):
+        n4 = self.c.add_node("n4")
+        # n4 knows the others; the others were started without it.
+        n4.extra = []
+        n4.start()
+        # It joins as standby (the cluster already has its 3 voters).
+        def role_of(name):
+            st, j = self.leader.cluster_info()
+            for m in j["members"]:
+                if m["name"] == name or (m["name"] == "" and name == "n4"):
+                    return m["role"]
+            return None
+        ubcluster.wait_for(lambda: role_of("n4") == "standby", timeout=40,
+                           what="n4 to join as standby")
+        # It has the data.
+        st, j = self.leader.put("join", "k", "v")
+        self.assertEqual(st, 200)
+        ubcluster.wait_for(lambda: n4.get("join", "k", stale="true")[0] == 200,
+                           timeout=20, what="n4 to replicate")
+        # Promote to voter through a follower, then remove another voter.
+        follower = [n for n in self.c.nodes if n is not self.leader][0]
+        st, j = follower.request("POST", "/v1/cluster/members",
+                                 b'{"name":"n4","address":"%s","role":"voter"}' % n4.route.encode(),
+                                 timeout=90)
+        self.assertEqual(st, 200, j)
+        self.assertEqual(role_of("n4"), "voter")
+        victim = follower
+        st, j = self.leader.request("DELETE", "/v1/cluster/members/" + victim.name, timeout=60)
+        self.assertEqual(st, 200, j)
+        names = sorted(m["name"] for m in self.leader.cluster_info()[1]["members"])
+        self.assertNotIn(victim.name, names)
+        self.assertEqual(len(names), 3)
+        victim.kill()
+        # The remaining three still commit; transfer leadership to n4.
+        st, j = self.leader.put("join", "k2", "v2")
+        self.assertEqual(st, 200)
+        st, j = self.leader.request("POST", "/v1/cluster/transfer?to=n4", b"", timeout=30)
+        self.assertEqual(st, 200, j)
+        live = [n for n in self.c.all_nodes() if n.alive()]
+        leader = self.c.wait_leader(nodes=live)
+        self.assertEqual(leader.name, "n4")
+        st, j = leader.put("join", "k3", "v3")
+        self.assertEqual(st, 200)
+
+    def test_clean_sigterm_everywhere(self):
+        st, j = self.leader.put("bye", "k", "v")
+        self.assertEqual(st, 200)
+        for n in self.c.nodes:
+            rc = n.stop()
+            self.assertEqual(rc, 0, n.log()[-3000:])
+            self.assertIn("stopped cleanly", n.log())
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
