@@ -331,8 +331,14 @@ int rg_node_apply(struct rg_node *n, void *buf, size_t len, rg_apply_cb cb,
     a->req.data = a;
     rv = raft_apply(&n->raft, &a->req, &b, 1, apply_cb);
     if (rv != 0) {
-        ub_warn("raft", "raft_apply: %s (%s)", raft_strerror(rv), raft_errmsg(&n->raft));
-        raft_free(buf);
+        ub_warn("raft", "raft_apply: %s (%s)", raft_strerror(rv),
+                raft_errmsg(&n->raft));
+        /* libraft 0.22 keeps the buffer when it refuses before appending
+         * (not leader, no memory) but frees it with the log entry when the
+         * storage refuses it afterwards: free only in the first case. */
+        if (rv == RAFT_NOTLEADER || rv == RAFT_NOMEM) {
+            raft_free(buf);
+        }
         free(a);
     }
     return rv;
