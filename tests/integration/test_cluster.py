@@ -4,6 +4,7 @@ failover with no acknowledged write lost, restart and catch-up, a fourth node
 joining and promoted, a node removed, leadership transfer, clean SIGTERM."""
 import base64
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -176,6 +177,99 @@ class ThreeNodes(unittest.TestCase):
             rc = n.stop()
             self.assertEqual(rc, 0, n.log()[-3000:])
             self.assertIn("stopped cleanly", n.log())
+
+
+class RouteRefusals(unittest.TestCase):
+    """Routes accept only certificates of the dedicated cluster CA, naming
+    the node that presents them; everything else is refused and logged, and
+    the cluster keeps serving."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.c = ubcluster.Cluster(BIN, n=3, spare_names=["n4"])
+        cls.c.start()
+        cls.leader = cls.c.wait_leader(timeout=40)
+        cls.certs = cls.c.certs
+        # An unrelated CA with a certificate for "n4".
+        cls.other = os.path.join(cls.c.root, "other-certs")
+        subprocess.run([os.path.join(ubcluster.SRC, "deploy/cluster/generate-cluster-certs.sh"),
+                        "--out", cls.other, "n4"], check=True, stdout=subprocess.DEVNULL)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.c.close()
+
+    def tls_probe(self, cert, key):
+        """Handshakes with the leader's route port presenting cert/key."""
+        p = subprocess.run(["openssl", "s_client", "-connect", self.leader.route,
+                            "-cert", cert, "-key", key, "-CAfile", self.c.route_ca,
+                            "-verify_return_error", "-quiet"],
+                           input=b"UBRT hello?\n", capture_output=True, timeout=20)
+        return p.returncode, (p.stdout + p.stderr).decode("utf-8", "replace")
+
+    def refusals(self):
+        return self.leader.log().count("refused route connection from")
+
+    def assert_cluster_fine(self):
+        st, j = self.leader.cluster_info()
+        self.assertEqual(st, 200)
+        self.assertEqual(sorted(m["name"] for m in j["members"] if m["name"]),
+                         ["n1", "n2", "n3"])
+        st, _ = self.leader.put("still", "ok", "yes")
+        self.assertEqual(st, 200)
+
+    def test_client_ca_certificate_refused(self):
+        before = self.refusals()
+        self.tls_probe(os.path.join(self.certs, "server.crt"),
+                       os.path.join(self.certs, "server.key"))
+        ubcluster.wait_for(lambda: self.refusals() > before, timeout=10,
+                           what="a refusal in the log")
+        self.assert_cluster_fine()
+
+    def test_unknown_ca_certificate_refused(self):
+        before = self.refusals()
+        self.tls_probe(os.path.join(self.other, "n4", "route.crt"),
+                       os.path.join(self.other, "n4", "route.key"))
+        ubcluster.wait_for(lambda: self.refusals() > before, timeout=10,
+                           what="a refusal in the log")
+        self.assert_cluster_fine()
+
+    def test_valid_certificate_without_hello_refused(self):
+        before = self.refusals()
+        rc, out = self.tls_probe(os.path.join(self.certs, "n4", "route.crt"),
+                                 os.path.join(self.certs, "n4", "route.key"))
+        ubcluster.wait_for(lambda: self.refusals() > before, timeout=10,
+                           what="a refusal of the garbage hello")
+        self.assert_cluster_fine()
+
+    def test_node_with_foreign_ca_never_joins(self):
+        n4 = self.c.add_node("n4")
+        # Same name, same cluster secret, but a certificate from another CA.
+        args = n4.args()
+        args[args.index("--route-tls-cert") + 1] = os.path.join(self.other, "n4", "route.crt")
+        args[args.index("--route-tls-key") + 1] = os.path.join(self.other, "n4", "route.key")
+        args[args.index("--route-tls-ca") + 1] = os.path.join(self.other, "cluster-ca.crt")
+        with open(n4.log_path, "ab") as logf:
+            p = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT)
+            try:
+                time.sleep(4)
+                self.assert_cluster_fine()
+                self.assertIn("refused route", self.leader.log() + n4.log())
+                st, j = self.leader.cluster_info()
+                self.assertNotIn("n4", [m["name"] for m in j["members"]])
+            finally:
+                p.kill()
+                p.wait()
+
+    def test_node_presenting_another_nodes_certificate_refuses_to_start(self):
+        n4 = self.c.add_node("n4")
+        n4.cert_name = "n2"
+        n4.start()
+        rc = n4.proc.wait(timeout=20)
+        n4.proc = None
+        self.assertEqual(rc, 2)
+        self.assertIn("n4", n4.log())
+        self.assert_cluster_fine()
 
 
 if __name__ == "__main__":

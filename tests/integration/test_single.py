@@ -1,6 +1,7 @@
 """One real membershipd (R1): the KV over HTTP, bad input, restart from disk,
 clean shutdown, and the posture rules enforced at startup."""
 import base64
+import json
 import os
 import subprocess
 import sys
@@ -171,6 +172,68 @@ class SingleNode(unittest.TestCase):
         self.c.wait_leader()
         st, j = n.get("durable", "last")
         self.assertEqual(base64.b64decode(j["value"]), b"acked")
+
+
+class Ctl(unittest.TestCase):
+    """unibusctl against a real node: human output, --json, exit codes."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.c = ubcluster.Cluster(BIN, n=1)
+        cls.c.start()
+        cls.n = cls.c.nodes[0]
+        cls.c.wait_leader()
+        cls.url = "http://127.0.0.1:%d" % cls.n.http_port
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.c.close()
+
+    def ctl(self, *args, stdin=None):
+        p = subprocess.run([os.environ["UNIBUSCTL"], "--url", self.url] + list(args),
+                           input=stdin, capture_output=True, timeout=30)
+        return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+    def test_kv_round_trip(self):
+        rc, out, err = self.ctl("kv", "put", "demo", "greeting", "hello")
+        self.assertEqual(rc, 0, err)
+        self.assertRegex(out, r"revision \d+")
+        rev = int(out.split()[1])
+        rc, out, err = self.ctl("kv", "get", "demo", "greeting")
+        self.assertEqual((rc, out), (0, "hello\n"))
+        self.assertIn("revision %d" % rev, err)
+        rc, out, err = self.ctl("kv", "cas", "demo", "greeting", str(rev), "-", stdin=b"bye")
+        self.assertEqual(rc, 0, err)
+        rc, out, err = self.ctl("kv", "cas", "demo", "greeting", str(rev), "again")
+        self.assertEqual(rc, 1)
+        self.assertIn("revision_mismatch", err)
+        rc, out, err = self.ctl("--json", "kv", "get", "demo", "greeting")
+        self.assertEqual(rc, 0)
+        self.assertEqual(base64.b64decode(json.loads(out)["value"]), b"bye")
+        rc, out, err = self.ctl("kv", "put", "demo", "dir/a", "1")
+        rc, out, err = self.ctl("kv", "list", "demo", "--prefix", "dir/")
+        self.assertEqual(rc, 0)
+        self.assertIn("dir/a", out)
+        rc, out, err = self.ctl("kv", "del", "demo", "greeting")
+        self.assertEqual(rc, 0)
+        rc, out, err = self.ctl("kv", "get", "demo", "greeting")
+        self.assertEqual(rc, 1)
+        self.assertIn("not_found", err)
+
+    def test_cluster_status_and_usage(self):
+        rc, out, err = self.ctl("cluster", "status")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("n1", out)
+        self.assertIn("voter", out)
+        self.assertIn("WARNING", out)  # R1 is not HA, said plainly
+        rc, out, err = self.ctl("--json", "cluster", "status")
+        self.assertEqual(json.loads(out)["leader"], "n1")
+        rc, out, err = self.ctl("kv", "frobnicate")
+        self.assertEqual(rc, 2)
+        p = subprocess.run([os.environ["UNIBUSCTL"], "--url", "http://127.0.0.1:1",
+                            "cluster", "status"], capture_output=True, timeout=30)
+        self.assertEqual(p.returncode, 1)
+        self.assertTrue(p.stderr)
 
 
 class Posture(unittest.TestCase):
