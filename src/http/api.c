@@ -419,7 +419,18 @@ static const char *role_name(int role)
                                   : "spare";
 }
 
-static json_t *cluster_json(struct api *a)
+static bool in_list(const struct meta_result *h, uint64_t id)
+{
+    for (unsigned i = 0; h && i < h->n_healthy; i++) {
+        if (h->healthy[i] == id) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* health: the leader's view of its members, or NULL when unknown. */
+static json_t *cluster_json(struct api *a, const struct meta_result *health)
 {
     struct meta *m = a->meta;
     struct rg_node *n = meta_node(m);
@@ -444,7 +455,8 @@ static json_t *cluster_json(struct api *a)
                 json_pack("{s:s,s:s,s:s,s:s,s:b}", "name", name ? name : "",
                           "id", idhex, "address", s->address, "role",
                           role_name(s->role), "healthy",
-                          rg_node_peer_healthy(n, s->id)));
+                          health ? in_list(health, s->id)
+                                 : rg_node_peer_healthy(n, s->id)));
         }
         if (lid) {
             lname = meta_node_name(m, lid);
@@ -474,10 +486,11 @@ static json_t *cluster_json(struct api *a)
 static void cluster_read_done(void *arg, const struct meta_result *res)
 {
     struct pending *p = arg;
-    (void)res;
-    /* The configuration is answered even without a leader: that is when an
-     * operator needs it most. */
-    respond_json(p->a, p->r, 200, cluster_json(p->a));
+    /* The configuration is answered even without a leader (health then
+     * comes from what this node knows): that is when an operator needs it
+     * most. */
+    respond_json(p->a, p->r, 200,
+                 cluster_json(p->a, res && res->err == META_OK ? res : NULL));
     free(p);
 }
 
@@ -487,7 +500,7 @@ static void member_done(void *arg, const struct meta_result *res)
     if (res->err != META_OK) {
         meta_error(p->a, p->r, res);
     } else {
-        respond_json(p->a, p->r, 200, cluster_json(p->a));
+        respond_json(p->a, p->r, 200, cluster_json(p->a, NULL));
     }
     free(p);
 }
@@ -551,10 +564,8 @@ static void handle_cluster(struct api *a, struct http_req *r, const char *rest)
             goto out_free;
         }
         if (meta_node(a->meta) == NULL ||
-            meta_read(a->meta, cluster_read_done, p) != 0) {
-            struct meta_result res;
-            memset(&res, 0, sizeof res);
-            cluster_read_done(p, &res);
+            meta_health(a->meta, cluster_read_done, p) != 0) {
+            cluster_read_done(p, NULL);
         }
         return;
     }

@@ -40,7 +40,15 @@
 #define PURGE_EVERY_MS 30000
 #define NODES_BUCKET "_nodes"
 
-enum op_kind { OP_WRITE, OP_READ, OP_ADD, OP_JOIN, OP_REMOVE, OP_TRANSFER };
+enum op_kind {
+    OP_WRITE,
+    OP_READ,
+    OP_ADD,
+    OP_JOIN,
+    OP_REMOVE,
+    OP_TRANSFER,
+    OP_HEALTH,
+};
 
 struct fwd_conn;
 
@@ -434,6 +442,16 @@ static void attempt_local(struct op *op)
             m->changing = false;
         }
         break;
+    case OP_HEALTH: {
+        const struct raft_configuration *c = rg_node_configuration(m->node);
+        for (unsigned i = 0; i < c->n && op->res.n_healthy < 16; i++) {
+            if (rg_node_peer_healthy(m->node, c->servers[i].id)) {
+                op->res.healthy[op->res.n_healthy++] = c->servers[i].id;
+            }
+        }
+        op_finish(op, META_OK, NULL);
+        return;
+    }
     case OP_TRANSFER:
         if (op->id != 0 && find_server(m, op->id) == NULL) {
             op_finish(op, META_ENOTFOUND, "no such member");
@@ -498,6 +516,9 @@ static void client_frame_cb(struct ub_framed *f, const uint8_t *buf,
                 op->res.kv.revision = r->revision;
                 op->res.kv.txn_succeeded = r->txn_succeeded;
                 op->res.index = r->index;
+                for (size_t i = 0; i < r->n_healthy && i < 16; i++) {
+                    op->res.healthy[op->res.n_healthy++] = r->healthy[i];
+                }
                 if (op->kind == OP_READ &&
                     rg_node_applied_index(c->m->node) < op->res.index) {
                     /* Linearizable once we applied what the leader had;
@@ -649,6 +670,10 @@ static int client_send(struct fwd_client *c, struct fwd_pending *p)
         req.body_case = UNIBUS__ROUTE__FORWARD_REQUEST__BODY_TRANSFER;
         req.transfer = op->id;
         break;
+    case OP_HEALTH:
+        req.body_case = UNIBUS__ROUTE__FORWARD_REQUEST__BODY_HEALTH;
+        req.health = 1;
+        break;
     }
     len = unibus__route__forward_request__get_packed_size(&req);
     buf = malloc(len);
@@ -779,6 +804,8 @@ static void fwd_reply(struct op *op)
         }
         r.leader_id = lid;
         r.leader_address = (char *)(laddr ? laddr : "");
+        r.n_healthy = op->res.n_healthy;
+        r.healthy = op->res.healthy;
         len = unibus__route__forward_response__get_packed_size(&r);
         buf = malloc(len);
         if (buf) {
@@ -827,6 +854,9 @@ static void server_frame_cb(struct ub_framed *f, const uint8_t *buf,
         break;
     case UNIBUS__ROUTE__FORWARD_REQUEST__BODY_TRANSFER:
         kind = OP_TRANSFER;
+        break;
+    case UNIBUS__ROUTE__FORWARD_REQUEST__BODY_HEALTH:
+        kind = OP_HEALTH;
         break;
     default:
         goto out;
@@ -1495,6 +1525,20 @@ int meta_member_remove(struct meta *m, uint64_t id, meta_cb cb, void *arg)
         return META_EINTERNAL;
     }
     op->id = id;
+    attempt(op);
+    return 0;
+}
+
+int meta_health(struct meta *m, meta_cb cb, void *arg)
+{
+    struct op *op;
+    if (m->phase == PH_CLOSING) {
+        return META_ESHUTDOWN;
+    }
+    op = op_new(m, OP_HEALTH, 2000, cb, arg);
+    if (op == NULL) {
+        return META_EINTERNAL;
+    }
     attempt(op);
     return 0;
 }

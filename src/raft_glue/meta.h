@@ -36,6 +36,8 @@ struct meta_result {
     char message[160];    /* detail for operators, may be empty */
     struct kv_result kv;  /* writes: the FSM's answer */
     uint64_t index;       /* reads: the index the read is at */
+    uint64_t healthy[16]; /* meta_health: members the leader hears from */
+    unsigned n_healthy;
 };
 
 typedef void (*meta_cb)(void *arg, const struct meta_result *res);
@@ -82,6 +84,9 @@ int meta_member_add(struct meta *m, const char *name, const char *address,
                     int role, meta_cb cb, void *arg);
 int meta_member_remove(struct meta *m, uint64_t id, meta_cb cb, void *arg);
 int meta_transfer(struct meta *m, uint64_t id, meta_cb cb, void *arg);
+
+/* Asks the leader which members it hears from (only the leader knows). */
+int meta_health(struct meta *m, meta_cb cb, void *arg);
 
 /* Node name recorded in the KV for id, or NULL. Borrowed until the next
  * call. */

@@ -22,6 +22,7 @@
 
 #include "lib/log.h"
 #include "null_transport.h"
+#include "route/hub.h"
 #include "route/raft_transport.h"
 
 #if RAFT_VERSION_NUMBER < 2200
@@ -73,6 +74,7 @@ struct rg_node {
     char dir[1024];
     char address[256];
     uint64_t id;
+    unsigned election_ms;
     bool started;
     bool raft_inited;
     bool closing;
@@ -204,6 +206,7 @@ int rg_node_create(uv_loop_t *loop, struct rt_hub *hub,
     n->hub = hub;
     n->fsm = fsm;
     n->id = cfg->id;
+    n->election_ms = cfg->election_ms;
     n->barrier_next_tail = &n->barrier_next;
     snprintf(n->dir, sizeof n->dir, "%s", cfg->dir);
     snprintf(n->address, sizeof n->address, "%s", cfg->address);
@@ -612,7 +615,14 @@ bool rg_node_peer_healthy(struct rg_node *n, uint64_t id)
     if (raft_match_index(&n->raft, id, &match) != 0) {
         return false;
     }
-    /* A peer more than a snapshot interval behind is catching up at best. */
+    /* Heard from within an election timeout (heartbeats answer every
+     * heartbeat interval), and not more than a snapshot interval behind. */
+    if (n->hub) {
+        uint64_t heard = rt_hub_last_heard(n->hub, id);
+        if (heard == 0 || uv_now(n->loop) - heard > n->election_ms) {
+            return false;
+        }
+    }
     return match + n->raft.legacy.snapshot_threshold >=
            raft_last_index(&n->raft);
 }

@@ -102,6 +102,8 @@ struct accept_handler {
     void *arg;
 };
 
+#define RT_HEARD_MAX 32
+
 struct rt_hub {
     uv_loop_t *loop;                  /* borrowed */
     SSL_CTX *ctx;                     /* owned */
@@ -124,6 +126,10 @@ struct rt_hub {
     void (*close_cb)(void *arg);
     void *close_arg;
     struct rt_hub_stats stats;
+    struct {
+        uint64_t id;
+        uint64_t at;                  /* uv_now of the last bytes from id */
+    } heard[RT_HEARD_MAX];
     char in_buf[IO_CHUNK];            /* uv read buffer of every stream */
     char plain_buf[IO_CHUNK];         /* SSL_read output */
     char wire_buf[IO_CHUNK];          /* ciphertext taken from the write BIO */
@@ -176,6 +182,34 @@ struct rt_connect {
     bool inbound_counted;             /* counts in hub->inbound_handshakes */
     bool relay_counted;               /* counts in hub->stats.relays */
 };
+
+/* Remembers when a peer last sent us anything, for health reporting. */
+static void note_heard(struct rt_hub *h, uint64_t id)
+{
+    unsigned oldest = 0;
+    uint64_t now = uv_now(h->loop);
+    for (unsigned i = 0; i < RT_HEARD_MAX; i++) {
+        if (h->heard[i].id == id) {
+            h->heard[i].at = now;
+            return;
+        }
+        if (h->heard[i].at < h->heard[oldest].at) {
+            oldest = i;
+        }
+    }
+    h->heard[oldest].id = id;
+    h->heard[oldest].at = now;
+}
+
+uint64_t rt_hub_last_heard(const struct rt_hub *h, uint64_t id)
+{
+    for (unsigned i = 0; i < RT_HEARD_MAX; i++) {
+        if (h->heard[i].id == id) {
+            return h->heard[i].at;
+        }
+    }
+    return 0;
+}
 
 /* A queued write; the data follows the struct. */
 struct wreq {
@@ -867,6 +901,7 @@ static void conn_read_plain(struct rt_connect *c)
             }
             if (c->state == CONN_RELAY && used < (size_t)n) {
                 h->stats.bytes_in += (uint64_t)n - used;
+                note_heard(h, c->peer.id);
                 if (conn_send(c, (uv_stream_t *)&c->relay, &c->relay_queued,
                               h->plain_buf + used, (size_t)n - used) != 0) {
                     return;

@@ -152,6 +152,10 @@ uint64_t rt_hub_id(const struct rt_hub *h);
 /* The loop the hub runs on. */
 uv_loop_t *rt_hub_loop(const struct rt_hub *h);
 
+/* uv_now() of the last plaintext bytes received from node id on any route
+ * connection, or 0 if none yet. Feeds member health reports. */
+uint64_t rt_hub_last_heard(const struct rt_hub *h, uint64_t id);
+
 /* Copies the counters. */
 void rt_hub_get_stats(const struct rt_hub *h, struct rt_hub_stats *out);
 

@@ -110,6 +110,12 @@ class ThreeNodes(unittest.TestCase):
             t.join()
         self.assertFalse(errors, errors[:5])
         self.assertGreater(len(acked), 10)
+        # Both survivors report the killed node unhealthy (health comes from
+        # the leader, also when asked on a follower).
+        for n in followers:
+            ubcluster.wait_for(lambda: [m["healthy"] for m in n.cluster_info()[1]["members"]
+                                        if m["name"] == old.name] == [False],
+                               timeout=10, what="the killed node reported unhealthy")
         print("failover: next acknowledged write %.2fs after SIGKILL; %d writes acked"
               % (failover, len(acked)))
         # Every acknowledged write is readable on both survivors.
