@@ -20,6 +20,7 @@
 #include "http/server.h"
 #include "kv/kv.h"
 #include "lib/config.h"
+#include "lib/fs.h"
 #include "lib/log.h"
 #include "raft_glue/meta.h"
 #include "route/hub.h"
@@ -45,30 +46,6 @@ struct daemon {
     unsigned n_routes;
     char advertise[300];
 };
-
-static int mkdir_p(const char *dir)
-{
-    char tmp[1024];
-    size_t len = strlen(dir);
-    if (len == 0 || len >= sizeof tmp) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    memcpy(tmp, dir, len + 1);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0700) != 0 && errno != EEXIST) {
-                return -1;
-            }
-            *p = '/';
-        }
-    }
-    if (mkdir(tmp, 0700) != 0 && errno != EEXIST) {
-        return -1;
-    }
-    return 0;
-}
 
 static bool is_wildcard(const char *host)
 {
@@ -302,7 +279,7 @@ static int run(struct daemon *d)
         ub_warn("main", "--bootstrap-admin is accepted but members arrive "
                         "with the control plane; nothing is created yet");
     }
-    if (mkdir_p(c->data_dir) != 0) {
+    if (ub_mkdir_p(c->data_dir) != 0) {
         ub_error("main", "cannot create --data-dir %s: %s", c->data_dir,
                  strerror(errno));
         return 2;

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <raft/uv.h>
 
+#include "lib/fs.h"
 #include "lib/log.h"
 #include "null_transport.h"
 #include "route/hub.h"
@@ -96,32 +97,10 @@ struct rg_node {
     uint64_t wd_since;
     bool fatal;
     uv_timer_t close_timer;
+    unsigned closing_handles;
     rg_event_cb close_cb;
     void *close_arg;
 };
-
-static int mkdir_p(const char *dir)
-{
-    char tmp[1024];
-    size_t len = strlen(dir);
-    if (len == 0 || len >= sizeof tmp) {
-        return -1;
-    }
-    memcpy(tmp, dir, len + 1);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0700) != 0 && errno != EEXIST) {
-                return -1;
-            }
-            *p = '/';
-        }
-    }
-    if (mkdir(tmp, 0700) != 0 && errno != EEXIST) {
-        return -1;
-    }
-    return 0;
-}
 
 bool rg_dir_has_state(const char *dir)
 {
@@ -210,7 +189,7 @@ int rg_node_create(uv_loop_t *loop, struct rt_hub *hub,
     n->barrier_next_tail = &n->barrier_next;
     snprintf(n->dir, sizeof n->dir, "%s", cfg->dir);
     snprintf(n->address, sizeof n->address, "%s", cfg->address);
-    if (mkdir_p(n->dir) != 0) {
+    if (ub_mkdir_p(n->dir) != 0) {
         snprintf(err, errlen, "cannot create raft directory %s: %s", n->dir,
                  strerror(errno));
         goto err_after_alloc;
@@ -630,7 +609,8 @@ bool rg_node_peer_healthy(struct rg_node *n, uint64_t id)
 static void close_handle_cb(uv_handle_t *h)
 {
     struct rg_node *n = h->data;
-    if (h == (uv_handle_t *)&n->close_timer) {
+    /* libuv runs close callbacks in no promised order: count them. */
+    if (--n->closing_handles == 0) {
         rg_event_cb cb = n->close_cb;
         void *arg = n->close_arg;
         free(n);
@@ -649,6 +629,7 @@ static void raft_closed_cb(struct raft *r)
     } else {
         rg_null_transport_close(&n->transport);
     }
+    n->closing_handles = 2;
     uv_close((uv_handle_t *)&n->watchdog, close_handle_cb);
     uv_close((uv_handle_t *)&n->close_timer, close_handle_cb);
 }
