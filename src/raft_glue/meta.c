@@ -30,7 +30,7 @@
 
 #define META_GROUP 0
 #define SWEEP_MS 5
-#define RETRY_MS 50
+#define RETRY_MS 20
 #define WRITE_DEADLINE_MS 10000
 #define READ_DEADLINE_MS 5000
 #define MEMBER_DEADLINE_MS 60000
@@ -59,6 +59,7 @@ struct op {
     bool local_only;    /* served for a follower: never forward again */
     bool inflight;      /* an attempt is running */
     bool waiting_apply; /* follower read: waiting until applied >= index */
+    uint64_t next_try;  /* uv_now before which the sweep leaves it alone */
     void *buf;          /* encoded kv command (writes) */
     size_t len;
     uint8_t rid[KV_REQUEST_ID_LEN]; /* its request id: the key to its result */
@@ -184,6 +185,8 @@ static bool raft_retryable(int status)
 static void attempt(struct op *op);
 static void fwd_reply(struct op *op);
 
+static void sweep_cb(uv_timer_t *t);
+
 static struct op *op_new(struct meta *m, enum op_kind kind, unsigned ms,
                          meta_cb cb, void *arg)
 {
@@ -196,6 +199,10 @@ static struct op *op_new(struct meta *m, enum op_kind kind, unsigned ms,
     op->deadline = uv_now(m->loop) + ms;
     op->cb = cb;
     op->arg = arg;
+    if (m->ops.next == &m->ops && m->phase != PH_CLOSING) {
+        /* The sweep runs only while requests are waiting. */
+        uv_timer_start(&m->sweep, sweep_cb, SWEEP_MS, SWEEP_MS);
+    }
     op->next = m->ops.next;
     op->prev = &m->ops;
     m->ops.next->prev = op;
@@ -206,7 +213,9 @@ static struct op *op_new(struct meta *m, enum op_kind kind, unsigned ms,
 static void op_finish(struct op *op, int err, const char *msg)
 {
     op->res.err = err;
-    if (msg && op->res.message[0] == '\0') {
+    if (err == META_OK) {
+        op->res.message[0] = '\0';
+    } else if (msg && msg != op->res.message) {
         snprintf(op->res.message, sizeof op->res.message, "%s", msg);
     }
     op->prev->next = op->next;
@@ -220,23 +229,21 @@ static void op_finish(struct op *op, int err, const char *msg)
     free(op);
 }
 
-/* Retry later unless the deadline passed. */
+/* Hands the op back to the sweep, which retries it after a short back-off
+ * or ends it at its deadline. Never finishes another op than the one the
+ * caller is handling, except at shutdown, so the sweep's iteration stays
+ * valid. */
 static void op_retry(struct op *op, const char *why)
 {
     op->inflight = false;
+    op->next_try = uv_now(op->m->loop) + RETRY_MS;
+    snprintf(op->res.message, sizeof op->res.message, "%s", why ? why : "");
     if (op->m->phase == PH_CLOSING) {
         op_finish(op, META_ESHUTDOWN, "the node is shutting down");
-        return;
-    }
-    if (uv_now(op->m->loop) >= op->deadline) {
-        op_finish(op, op->kind == OP_WRITE ? META_ETIMEOUT : META_ENOLEADER,
-                  why);
-        return;
-    }
-    if (op->local_only) {
+    } else if (op->local_only) {
+        /* Served for a follower: it retries, at whoever leads now. */
         op_finish(op, META_ENOLEADER, why);
     }
-    /* Otherwise the sweep timer attempts it again. */
 }
 
 static void sweep_cb(uv_timer_t *t)
@@ -254,18 +261,23 @@ static void sweep_cb(uv_timer_t *t)
                 op_finish(op, META_ETIMEOUT, "timed out catching up to read");
             }
         } else if (!op->inflight) {
-            /* Back off: at most one attempt per RETRY_MS per op. */
-            if (now >= op->deadline) {
+            if (now < op->next_try) {
+                /* Backing off after a failed attempt. */
+            } else if (now >= op->deadline) {
                 op_finish(op,
                           op->kind == OP_WRITE ? META_ETIMEOUT : META_ENOLEADER,
-                          "no leader could take the request in time");
+                          op->res.message[0]
+                              ? op->res.message
+                              : "no leader could take the request in time");
             } else {
                 attempt(op);
             }
         }
         op = next;
     }
-    (void)RETRY_MS;
+    if (m->ops.next == &m->ops) {
+        uv_timer_stop(t);
+    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -1388,7 +1400,6 @@ int meta_start(struct meta *m, char *err, size_t errlen)
         rt_hub_set_accept(m->hub, RT_KIND_DISCOVER, discover_accept_cb, m);
         rt_hub_set_accept(m->hub, RT_KIND_FORWARD, forward_accept_cb, m);
     }
-    uv_timer_start(&m->sweep, sweep_cb, SWEEP_MS, SWEEP_MS);
     uv_timer_start(&m->housekeeping, housekeeping_cb, 200, 500);
     if (rg_dir_has_state(m->raft_dir)) {
         ub_info("meta", "restarting from the raft state in %s", m->raft_dir);
