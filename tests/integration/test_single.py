@@ -236,6 +236,42 @@ class Ctl(unittest.TestCase):
         self.assertTrue(p.stderr)
 
 
+class Notify(unittest.TestCase):
+    """Type=notify readiness: READY=1 once serving, STOPPING=1 on SIGTERM."""
+
+    def test_sd_notify(self):
+        import socket
+        import tempfile
+        d = tempfile.mkdtemp(prefix="unibus-notify-")
+        path = os.path.join(d, "notify.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        sock.settimeout(20)
+        port = ubcluster.free_port()
+        env = dict(os.environ, NOTIFY_SOCKET=path)
+        p = subprocess.Popen([BIN, "--name", "nt", "--data-dir", os.path.join(d, "data"),
+                              "--http-listen", "127.0.0.1:%d" % port],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            msg = sock.recv(4096).decode()
+            self.assertIn("READY=1", msg)
+            # Ready means serving.
+            conn = __import__("http.client").client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/healthz")
+            self.assertEqual(conn.getresponse().status, 200)
+            conn.close()
+            p.terminate()
+            msg = sock.recv(4096).decode()
+            self.assertIn("STOPPING=1", msg)
+            self.assertEqual(p.wait(20), 0)
+        finally:
+            if p.poll() is None:
+                p.kill()
+            sock.close()
+            import shutil
+            shutil.rmtree(d, ignore_errors=True)
+
+
 class Posture(unittest.TestCase):
     """Insecure or wrong configurations are refused with a useful message."""
 
