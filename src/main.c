@@ -16,6 +16,7 @@
 #include <systemd/sd-daemon.h>
 #endif
 
+#include "ctl/ctl.h"
 #include "http/api.h"
 #include "http/server.h"
 #include "kv/kv.h"
@@ -32,6 +33,7 @@ struct daemon {
     struct ub_config cfg;
     struct rt_hub *hub;
     struct meta *meta;
+    struct ctl *ctl;
     struct api *api;
     struct http_server *http;
     uv_signal_t sigterm, sigint;
@@ -181,6 +183,8 @@ static void meta_closed(void *arg)
 {
     struct daemon *d = arg;
     d->meta = NULL;
+    ctl_close(d->ctl);
+    d->ctl = NULL;
     d->meta_closed = true;
     maybe_close_hub(d);
 }
@@ -275,10 +279,6 @@ static int run(struct daemon *d)
         ub_warn("main", "--nats-url is accepted but the bus is not built yet; "
                         "the control plane does not use it");
     }
-    if (c->bootstrap_admin) {
-        ub_warn("main", "--bootstrap-admin is accepted but members arrive "
-                        "with the control plane; nothing is created yet");
-    }
     if (ub_mkdir_p(c->data_dir) != 0) {
         ub_error("main", "cannot create --data-dir %s: %s", c->data_dir,
                  strerror(errno));
@@ -325,23 +325,45 @@ static int run(struct daemon *d)
         return 2;
     }
 
+    {
+        struct ctl_config cc;
+        memset(&cc, 0, sizeof cc);
+        cc.skew_s = (unsigned)c->auth_skew;
+        cc.blob_max = (size_t)c->blob_max_bytes;
+        cc.bootstrap_admin = c->bootstrap_admin;
+        /* A lone node with no admin given makes one a newcomer can use. */
+        cc.auto_admin_dir =
+            d->n_routes == 0 && c->bootstrap_admin == NULL ? c->data_dir
+                                                            : NULL;
+        d->ctl = ctl_create(&d->loop, d->meta, &cc);
+        if (d->ctl == NULL) {
+            return 2;
+        }
+        if (d->n_routes > 0 && c->bootstrap_admin == NULL) {
+            ub_info("main", "no --bootstrap-admin: an empty cluster stays "
+                            "without members until a node is given one");
+        }
+    }
     memset(&posture, 0, sizeof posture);
     posture.bus_auth = c->bus_auth;
     posture.acl = false; /* the bus and its ACL are not built yet */
     posture.tls = c->tls_cert != NULL;
     posture.route_tls = d->hub != NULL;
     posture.kv_replicas = (unsigned)c->kv_replicas;
-    d->api = api_create(d->meta, &posture);
+    d->api = api_create(d->meta, d->ctl, &posture);
     memset(&hc, 0, sizeof hc);
     hc.listen = c->http_listen;
     hc.tls_cert = c->tls_cert;
     hc.tls_key = c->tls_key;
-    hc.max_body = KV_MAX_VALUE + 4096;
+    hc.max_body = (size_t)c->blob_max_bytes > KV_MAX_VALUE
+                      ? (size_t)c->blob_max_bytes + 4096
+                      : KV_MAX_VALUE + 4096;
     if (d->api == NULL || http_server_create(&d->loop, &hc, api_handle, d->api,
                                              &d->http, err, sizeof err) != 0) {
         ub_error("main", "HTTP: %s", err);
         return 2;
     }
+    api_set_server(d->api, d->http);
     ub_info("main", "membershipd %s: node %s, HTTP on %s%s, data in %s",
             UB_VERSION, c->name, c->http_listen, c->tls_cert ? " (TLS)" : "",
             c->data_dir);

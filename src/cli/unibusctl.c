@@ -2,6 +2,10 @@
  * any node's HTTP API; a follower forwards writes to the leader itself. */
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
@@ -10,7 +14,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth/nkey.h"
+#include "auth/sigv1.h"
+
 struct ctl {
+    const char *handle;
+    const char *seed_file;
+    char seed[NKEY_SEED_SIZE + 8];
+    bool have_seed;
+    const char *out;
+    const char *sign_pub;
+    const char *box_pub;
     const char *url;
     bool json;
     const char *rev;
@@ -61,7 +75,23 @@ static void usage(FILE *f)
             "(0: create only)\n"
             "  kv del BUCKET KEY [--rev N]    delete (optionally if at N)\n"
             "  kv list BUCKET [--prefix P] [--limit N] [--after KEY]\n"
-            "  health                         the node's /healthz\n\n"
+            "  health                         the node's /healthz\n"
+            "  keygen --out PREFIX            new member keys: PREFIX.nk (nkey "
+            "seed)\n"
+            "                                 and PREFIX.box (X25519), mode "
+            "0600\n"
+            "  me                             the signing member's record\n"
+            "  members list | get H | del H\n"
+            "  members add H --sign-pub U... --box-pub B64 [--role "
+            "admin|member]\n"
+            "  rooms list | get R | create R | del R\n"
+            "  rooms add R H | remove R H     room membership\n"
+            "  keys put R EPOCH H CIPHERTEXT_B64 | keys get R EPOCH H\n"
+            "  blobs put R FILE | blobs get SHA256 [--out FILE]\n\n"
+            "Signing (every /v1/ call): --handle H and --seed-file FILE, or\n"
+            "$UNIBUS_HANDLE and $UNIBUS_SEED_FILE; without them, the admin key "
+            "a\n"
+            "lone node made in ./local_files/admin.nk is used when present.\n\n"
             "Exit status: 0 success, 1 the request failed, 2 usage error.\n");
 }
 
@@ -116,6 +146,21 @@ static long request(struct ctl *ctl, const char *method, const char *path,
         return 0;
     }
     snprintf(url, sizeof url, "%s%s", ctl->url, path);
+    if (ctl->have_seed && strncmp(path, "/v1/", 4) == 0) {
+        char auth[SIGV1_HEADER_SIZE + 32];
+        char value[SIGV1_HEADER_SIZE];
+        int rv = sigv1_sign(ctl->seed, ctl->handle, method, path, body,
+                            body ? len : 0, (int64_t)time(NULL), NULL, value,
+                            sizeof value);
+        if (rv != SIGV1_OK) {
+            fprintf(stderr, "unibusctl: cannot sign the request: %s\n",
+                    sigv1_code_name(rv));
+            curl_easy_cleanup(c);
+            return 0;
+        }
+        snprintf(auth, sizeof auth, "Authorization: %s", value);
+        hdr = curl_slist_append(hdr, auth);
+    }
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_cb);
@@ -429,6 +474,281 @@ out:
     return rv;
 }
 
+/* ------------------------------------------------------------------ */
+/* keys and signing                                                     */
+
+static int load_seed(struct ctl *ctl)
+{
+    const char *file = ctl->seed_file;
+    FILE *f;
+    size_t n;
+
+    if (file == NULL) {
+        if (access("local_files/admin.nk", R_OK) != 0) {
+            return 0; /* unsigned: only /healthz and /metrics will work */
+        }
+        file = "local_files/admin.nk";
+        if (ctl->handle == NULL) {
+            ctl->handle = "admin";
+        }
+    }
+    if (ctl->handle == NULL) {
+        fprintf(stderr, "unibusctl: --seed-file needs --handle (or "
+                        "$UNIBUS_HANDLE)\n");
+        return -1;
+    }
+    f = fopen(file, "r");
+    if (f == NULL) {
+        fprintf(stderr, "unibusctl: cannot read %s: %s\n", file,
+                strerror(errno));
+        return -1;
+    }
+    n = fread(ctl->seed, 1, sizeof ctl->seed - 1, f);
+    fclose(f);
+    ctl->seed[n] = '\0';
+    ctl->seed[strcspn(ctl->seed, "\r\n ")] = '\0';
+    if (nkey_keypair_from_seed(ctl->seed, NULL, NULL) != 0) {
+        fprintf(stderr, "unibusctl: %s does not hold a user nkey seed (SU...)\n",
+                file);
+        return -1;
+    }
+    ctl->have_seed = true;
+    return 0;
+}
+
+static int write_secret(const char *path, const char *text)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    size_t n = strlen(text);
+    if (fd < 0) {
+        fprintf(stderr, "unibusctl: cannot create %s: %s%s\n", path,
+                strerror(errno),
+                errno == EEXIST ? " (keys are never overwritten)" : "");
+        return -1;
+    }
+    if (write(fd, text, n) != (ssize_t)n || write(fd, "\n", 1) != 1 ||
+        fsync(fd) != 0) {
+        fprintf(stderr, "unibusctl: cannot write %s\n", path);
+        close(fd);
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+static int cmd_keygen(struct ctl *ctl)
+{
+    char seed[NKEY_SEED_SIZE], pub[NKEY_PUB_SIZE];
+    uint8_t bpriv[NKEY_KEY_LEN], bpub[NKEY_KEY_LEN];
+    char bpriv_s[64], bpub_s[NKEY_BOX_PUB_SIZE];
+    char path[4096];
+    int rv = 1;
+
+    if (ctl->out == NULL) {
+        fprintf(stderr, "unibusctl: keygen needs --out PREFIX\n");
+        return 2;
+    }
+    if (nkey_generate_user(seed, pub) != 0 ||
+        nkey_x25519_generate(bpriv, bpub) != 0 ||
+        nkey_b64std_encode(bpriv, sizeof bpriv, bpriv_s, sizeof bpriv_s) < 0 ||
+        nkey_box_pub_encode(bpub, bpub_s) != 0) {
+        fprintf(stderr, "unibusctl: key generation failed\n");
+        goto out;
+    }
+    snprintf(path, sizeof path, "%s.nk", ctl->out);
+    if (write_secret(path, seed) != 0) {
+        goto out;
+    }
+    snprintf(path, sizeof path, "%s.box", ctl->out);
+    if (write_secret(path, bpriv_s) != 0) {
+        goto out;
+    }
+    if (ctl->json) {
+        printf("{\"sign_pub\": \"%s\", \"box_pub\": \"%s\", \"seed_file\": "
+               "\"%s.nk\", \"box_file\": \"%s.box\"}\n",
+               pub, bpub_s, ctl->out, ctl->out);
+    } else {
+        printf("sign_pub %s\nbox_pub  %s\nseed in %s.nk, X25519 key in "
+               "%s.box (mode 0600)\n",
+               pub, bpub_s, ctl->out, ctl->out);
+    }
+    rv = 0;
+out:
+    memset(seed, 0, sizeof seed);
+    memset(bpriv, 0, sizeof bpriv);
+    memset(bpriv_s, 0, sizeof bpriv_s);
+    return rv;
+}
+
+/* Sends a request and prints the JSON answer; 0 on 2xx. */
+static int simple(struct ctl *ctl, const char *method, const char *path,
+                  const void *body, size_t len)
+{
+    json_t *j;
+    long st = request(ctl, method, path, body, len, &j);
+    if (st < 200 || st >= 300) {
+        return fail_from(ctl, st, j);
+    }
+    if (j) {
+        print_json(j);
+    }
+    return 0;
+}
+
+static int cmd_members(struct ctl *ctl, int argc, char **argv)
+{
+    char path[512];
+    if (argc == 1 && strcmp(argv[0], "list") == 0) {
+        snprintf(path, sizeof path, "/v1/members?limit=%s",
+                 ctl->limit ? ctl->limit : "1000");
+        return simple(ctl, "GET", path, NULL, 0);
+    }
+    if (argc == 2 && (strcmp(argv[0], "get") == 0 || strcmp(argv[0], "del") == 0)) {
+        snprintf(path, sizeof path, "/v1/members/%s", argv[1]);
+        return simple(ctl, argv[0][0] == 'g' ? "GET" : "DELETE", path, NULL, 0);
+    }
+    if (argc == 2 && strcmp(argv[0], "add") == 0) {
+        json_t *b;
+        char *s;
+        int rv;
+        if (!ctl->sign_pub || !ctl->box_pub) {
+            fprintf(stderr, "unibusctl: members add needs --sign-pub and "
+                            "--box-pub (unibusctl keygen prints both)\n");
+            return 2;
+        }
+        b = json_pack("{s:s,s:s,s:s,s:s}", "handle", argv[1], "role",
+                      ctl->role ? ctl->role : "member", "sign_pub",
+                      ctl->sign_pub, "box_pub", ctl->box_pub);
+        s = json_dumps(b, JSON_COMPACT);
+        json_decref(b);
+        rv = simple(ctl, "POST", "/v1/members", s, strlen(s));
+        free(s);
+        return rv;
+    }
+    usage(stderr);
+    return 2;
+}
+
+static int cmd_rooms(struct ctl *ctl, int argc, char **argv)
+{
+    char path[512];
+    if (argc == 1 && strcmp(argv[0], "list") == 0) {
+        return simple(ctl, "GET", "/v1/rooms?limit=1000", NULL, 0);
+    }
+    if (argc == 2 && strcmp(argv[0], "create") == 0) {
+        json_t *b = json_pack("{s:s}", "name", argv[1]);
+        char *s = json_dumps(b, JSON_COMPACT);
+        int rv = simple(ctl, "POST", "/v1/rooms", s, strlen(s));
+        json_decref(b);
+        free(s);
+        return rv;
+    }
+    if (argc == 2 && (strcmp(argv[0], "get") == 0 || strcmp(argv[0], "del") == 0)) {
+        snprintf(path, sizeof path, "/v1/rooms/%s", argv[1]);
+        return simple(ctl, argv[0][0] == 'g' ? "GET" : "DELETE", path, NULL, 0);
+    }
+    if (argc == 3 && (strcmp(argv[0], "add") == 0 || strcmp(argv[0], "remove") == 0)) {
+        snprintf(path, sizeof path, "/v1/rooms/%s/members/%s", argv[1], argv[2]);
+        return simple(ctl, argv[0][0] == 'a' ? "PUT" : "DELETE", path, NULL, 0);
+    }
+    usage(stderr);
+    return 2;
+}
+
+static int cmd_keys(struct ctl *ctl, int argc, char **argv)
+{
+    char path[512];
+    if (argc == 5 && strcmp(argv[0], "put") == 0) {
+        json_t *b = json_pack("{s:s}", "ciphertext", argv[4]);
+        char *s = json_dumps(b, JSON_COMPACT);
+        int rv;
+        snprintf(path, sizeof path, "/v1/rooms/%s/keys/%s/%s", argv[1], argv[2],
+                 argv[3]);
+        rv = simple(ctl, "PUT", path, s, strlen(s));
+        json_decref(b);
+        free(s);
+        return rv;
+    }
+    if (argc == 4 && strcmp(argv[0], "get") == 0) {
+        snprintf(path, sizeof path, "/v1/rooms/%s/keys/%s/%s", argv[1], argv[2],
+                 argv[3]);
+        return simple(ctl, "GET", path, NULL, 0);
+    }
+    usage(stderr);
+    return 2;
+}
+
+static int cmd_blobs(struct ctl *ctl, int argc, char **argv)
+{
+    char path[512];
+    if (argc == 3 && strcmp(argv[0], "put") == 0) {
+        FILE *f = fopen(argv[2], "rb");
+        struct buf b = { NULL, 0 };
+        char chunk[65536];
+        size_t n;
+        int rv;
+        if (f == NULL) {
+            fprintf(stderr, "unibusctl: cannot open %s: %s\n", argv[2],
+                    strerror(errno));
+            return 1;
+        }
+        while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+            if (write_cb(chunk, 1, n, &b) != n) {
+                fclose(f);
+                free(b.p);
+                return 1;
+            }
+        }
+        fclose(f);
+        snprintf(path, sizeof path, "/v1/rooms/%s/blobs", argv[1]);
+        rv = simple(ctl, "POST", path, b.p ? b.p : "", b.n);
+        free(b.p);
+        return rv;
+    }
+    if (argc == 2 && strcmp(argv[0], "get") == 0) {
+        CURL *c = curl_easy_init();
+        struct buf b = { NULL, 0 };
+        char url[1024], value[SIGV1_HEADER_SIZE], auth[SIGV1_HEADER_SIZE + 32];
+        struct curl_slist *hdr = NULL;
+        long st = 0;
+        int rv = 1;
+        snprintf(path, sizeof path, "/v1/blobs/%s", argv[1]);
+        snprintf(url, sizeof url, "%s%s", ctl->url, path);
+        if (ctl->have_seed &&
+            sigv1_sign(ctl->seed, ctl->handle, "GET", path, NULL, 0,
+                       (int64_t)time(NULL), NULL, value, sizeof value) == 0) {
+            snprintf(auth, sizeof auth, "Authorization: %s", value);
+            hdr = curl_slist_append(hdr, auth);
+        }
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_cb);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+        curl_easy_setopt(c, CURLOPT_TIMEOUT, 90L);
+        if (curl_easy_perform(c) == CURLE_OK) {
+            curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &st);
+        }
+        if (st == 200) {
+            FILE *f = ctl->out ? fopen(ctl->out, "wb") : stdout;
+            if (f && fwrite(b.p ? b.p : "", 1, b.n, f) == b.n) {
+                rv = 0;
+            }
+            if (f && f != stdout) {
+                fclose(f);
+            }
+        } else {
+            json_t *j = b.p ? json_loadb(b.p, b.n, 0, NULL) : NULL;
+            rv = fail_from(ctl, st, j);
+        }
+        curl_slist_free_all(hdr);
+        curl_easy_cleanup(c);
+        free(b.p);
+        return rv;
+    }
+    usage(stderr);
+    return 2;
+}
+
 int main(int argc, char **argv)
 {
     struct ctl ctl;
@@ -438,6 +758,11 @@ int main(int argc, char **argv)
 
     memset(&ctl, 0, sizeof ctl);
     ctl.url = getenv("UNIBUS_URL");
+    ctl.handle = getenv("UNIBUS_HANDLE");
+    ctl.seed_file = getenv("UNIBUS_SEED_FILE");
+    if (ctl.seed_file && *ctl.seed_file == '\0') {
+        ctl.seed_file = NULL;
+    }
     if (ctl.url == NULL || *ctl.url == '\0') {
         ctl.url = "http://127.0.0.1:8470";
     }
@@ -463,6 +788,16 @@ int main(int argc, char **argv)
             slot = &ctl.after;
         } else if (strcmp(a, "--role") == 0) {
             slot = &ctl.role;
+        } else if (strcmp(a, "--handle") == 0) {
+            slot = &ctl.handle;
+        } else if (strcmp(a, "--seed-file") == 0) {
+            slot = &ctl.seed_file;
+        } else if (strcmp(a, "--out") == 0) {
+            slot = &ctl.out;
+        } else if (strcmp(a, "--sign-pub") == 0) {
+            slot = &ctl.sign_pub;
+        } else if (strcmp(a, "--box-pub") == 0) {
+            slot = &ctl.box_pub;
         } else if (strncmp(a, "--", 2) == 0 && a[2] != '\0') {
             fprintf(stderr, "unibusctl: unknown flag %s\n", a);
             return 2;
@@ -481,8 +816,24 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (strcmp(args[0], "keygen") == 0) {
+        return n == 1 ? cmd_keygen(&ctl) : 2;
+    }
+    if (load_seed(&ctl) != 0) {
+        return 2;
+    }
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    if (strcmp(args[0], "cluster") == 0) {
+    if (strcmp(args[0], "members") == 0) {
+        rv = cmd_members(&ctl, n - 1, args + 1);
+    } else if (strcmp(args[0], "rooms") == 0) {
+        rv = cmd_rooms(&ctl, n - 1, args + 1);
+    } else if (strcmp(args[0], "keys") == 0) {
+        rv = cmd_keys(&ctl, n - 1, args + 1);
+    } else if (strcmp(args[0], "blobs") == 0) {
+        rv = cmd_blobs(&ctl, n - 1, args + 1);
+    } else if (strcmp(args[0], "me") == 0) {
+        rv = simple(&ctl, "GET", "/v1/me", NULL, 0);
+    } else if (strcmp(args[0], "cluster") == 0) {
         rv = cmd_cluster(&ctl, n - 1, args + 1);
     } else if (strcmp(args[0], "kv") == 0) {
         rv = cmd_kv(&ctl, n - 1, args + 1);
@@ -493,5 +844,6 @@ int main(int argc, char **argv)
         rv = 2;
     }
     curl_global_cleanup();
+    memset(ctl.seed, 0, sizeof ctl.seed);
     return rv;
 }

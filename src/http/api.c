@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ctl/ctl.h"
 #include "kv/kv.h"
 #include "lib/log.h"
 #include "raft_glue/meta.h"
@@ -21,12 +22,11 @@
 #define LIST_DEFAULT 100
 #define LIST_MAX 1000
 
-enum stat_class { ST_2XX, ST_4XX, ST_5XX, ST_NR };
-
 struct api {
     struct meta *meta;
+    struct ctl *ctl;
     struct api_posture posture;
-    uint64_t requests[ST_NR];
+    struct http_server *http;
     uint64_t writes;
     uint64_t reads;
 };
@@ -43,21 +43,16 @@ struct pending {
     size_t limit;
 };
 
-static void count(struct api *a, int status)
-{
-    a->requests[status < 400 ? ST_2XX : status < 500 ? ST_4XX : ST_5XX]++;
-}
-
 static void respond_json(struct api *a, struct http_req *r, int status,
                          json_t *obj)
 {
-    count(a, status);
+    (void)a;
     http_req_respond_json(r, status, obj);
 }
 
-#define ERR(a, r, status, code, ...)                    \
-    do {                                                \
-        count((a), (status));                           \
+#define ERR(a, r, status, code, ...)                        \
+    do {                                                    \
+        (void)(a);                                          \
         http_req_error((r), (status), (code), __VA_ARGS__); \
     } while (0)
 
@@ -236,7 +231,6 @@ static void write_done(void *arg, const struct meta_result *res)
         break;
     case KV_EXISTS:
     case KV_REVISION_MISMATCH:
-        count(a, 409);
         http_req_respond_json(
             p->r, 409,
             json_pack("{s:{s:s,s:s,s:I}}", "error", "code",
@@ -701,17 +695,43 @@ static void handle_metrics(struct api *a, struct http_req *r)
         "# TYPE unibus_kv_keys gauge\nunibus_kv_keys %" PRIu64 "\n"
         "# TYPE unibus_kv_value_bytes gauge\nunibus_kv_value_bytes %" PRIu64
         "\n",
-        a->requests[ST_2XX], a->requests[ST_4XX], a->requests[ST_5XX],
+        a->http ? http_server_answered(a->http, 2) : 0,
+        a->http ? http_server_answered(a->http, 4) : 0,
+        a->http ? http_server_answered(a->http, 5) : 0,
         a->writes, a->reads, n ? rg_node_term(n) : 0,
         n ? rg_node_commit_index(n) : 0, n ? rg_node_applied_index(n) : 0,
         n && rg_node_is_leader(n) ? 1 : 0, n ? rg_node_leader_changes(n) : 0,
         n ? rg_node_voters(n) : 0, keys, bytes);
-    count(a, 200);
     http_req_respond(r, 200, "text/plain; version=0.0.4", buf,
                      len > 0 && (size_t)len < sizeof buf ? (size_t)len : 0);
 }
 
 /* ------------------------------------------------------------------ */
+
+static void authed(void *arg, struct http_req *r, const struct ctl_caller *who)
+{
+    struct api *a = arg;
+    const char *path = http_req_path(r);
+
+    if (ctl_route(a->ctl, r, who)) {
+        return;
+    }
+    if (strncmp(path, "/v1/kv/", 7) == 0 || strcmp(path, "/v1/cluster") == 0 ||
+        strncmp(path, "/v1/cluster/", 12) == 0) {
+        if (!who->admin) {
+            ERR(a, r, 403, "forbidden", "the KV and cluster endpoints are for "
+                                        "admins");
+            return;
+        }
+        if (path[4] == 'k') {
+            handle_kv(a, r, path + 7);
+        } else {
+            handle_cluster(a, r, path + 11);
+        }
+        return;
+    }
+    ERR(a, r, 404, "not_found", "no endpoint %s %s", http_req_method(r), path);
+}
 
 void api_handle(void *arg, struct http_req *r)
 {
@@ -731,32 +751,28 @@ void api_handle(void *arg, struct http_req *r)
         handle_metrics(a, r);
         return;
     }
-    if (strncmp(path, "/v1/", 4) == 0 && !http_req_from_loopback(r)) {
-        ERR(a, r, 403, "loopback_only",
-            "until signed requests are enabled, /v1/ answers only clients on "
-            "this machine's loopback interface");
-        return;
-    }
-    if (strncmp(path, "/v1/kv/", 7) == 0) {
-        handle_kv(a, r, path + 7);
-        return;
-    }
-    if (strcmp(path, "/v1/cluster") == 0 ||
-        strncmp(path, "/v1/cluster/", 12) == 0) {
-        handle_cluster(a, r, path + 11);
+    if (strncmp(path, "/v1/", 4) == 0) {
+        ctl_authenticate(a->ctl, r, authed, a);
         return;
     }
     ERR(a, r, 404, "not_found", "no endpoint %s %s", method, path);
 }
 
-struct api *api_create(struct meta *meta, const struct api_posture *posture)
+struct api *api_create(struct meta *meta, struct ctl *ctl,
+                       const struct api_posture *posture)
 {
     struct api *a = calloc(1, sizeof *a);
     if (a) {
         a->meta = meta;
+        a->ctl = ctl;
         a->posture = *posture;
     }
     return a;
+}
+
+void api_set_server(struct api *a, struct http_server *s)
+{
+    a->http = s;
 }
 
 void api_destroy(struct api *a)

@@ -1,6 +1,7 @@
-/* The HTTP API of the replicated core (DESIGN.md §3-§4): /healthz,
- * /metrics, /v1/kv/..., /v1/cluster. Until signed requests exist (the
- * control-plane issue) /v1/ answers only clients on loopback. */
+/* The HTTP API (DESIGN.md §3-§4): /healthz and /metrics without
+ * authentication; everything under /v1/ signed (src/ctl): the control
+ * plane's members, rooms, keys and blobs, and for admins the KV and the
+ * cluster endpoints. */
 #ifndef HTTP_API_H
 #define HTTP_API_H
 
@@ -8,6 +9,7 @@
 
 struct http_req;
 struct meta;
+struct ctl;
 
 struct api_posture {
     const char *bus_auth; /* off | warn | enforce */
@@ -19,8 +21,13 @@ struct api_posture {
 
 struct api;
 
-struct api *api_create(struct meta *meta, const struct api_posture *posture);
+struct api *api_create(struct meta *meta, struct ctl *ctl,
+                       const struct api_posture *posture);
 void api_destroy(struct api *a);
+
+/* The server whose answer counters /metrics reports. */
+struct http_server;
+void api_set_server(struct api *a, struct http_server *s);
 
 /* The http_handler to give the server (arg = struct api *). */
 void api_handle(void *arg, struct http_req *r);

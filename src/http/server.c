@@ -44,7 +44,11 @@ struct http_req {
     struct guard *guard;
     char *method;
     char *path;
+    char *raw_path;
     char *query;
+    unsigned n_headers;
+    char *header_names[4];
+    char *header_values[4];
     bool params_parsed;
     unsigned n_params;
     char *param_names[MAX_PARAMS];
@@ -65,6 +69,7 @@ struct http_server {
     h2o_linklist_t conns;
     unsigned n_conns;
     unsigned pending;
+    uint64_t answered[6]; /* by status class: [2] = 2xx ... [5] = 5xx */
     bool closing;
     bool rd_shutdown;
     bool forced;
@@ -91,8 +96,13 @@ static void req_free(struct http_req *r)
         free(r->param_names[i]);
         free(r->param_values[i]);
     }
+    for (unsigned i = 0; i < r->n_headers; i++) {
+        free(r->header_names[i]);
+        free(r->header_values[i]);
+    }
     free(r->method);
     free(r->path);
+    free(r->raw_path);
     free(r->query);
     r->srv->pending--;
     free(r);
@@ -151,6 +161,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     r->req = req;
     r->method = dup_iov(req->method.base, req->method.len);
     r->path = dup_iov(req->path_normalized.base, req->path_normalized.len);
+    r->raw_path = dup_iov(req->path.base, req->path.len);
     if (req->query_at != SIZE_MAX) {
         r->query = dup_iov(req->path.base + req->query_at + 1,
                            req->path.len - req->query_at - 1);
@@ -165,7 +176,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
         r->loopback = IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
     }
-    if (r->method == NULL || r->path == NULL || r->query == NULL) {
+    if (r->method == NULL || r->path == NULL || r->query == NULL ||
+        r->raw_path == NULL) {
         h2o_send_error_503(req, "Service Unavailable", "out of memory", 0);
         r->req = NULL;
         req_free(r);
@@ -281,6 +293,43 @@ const char *http_req_param(struct http_req *r, const char *name)
     return NULL;
 }
 
+const char *http_req_raw_path(const struct http_req *r)
+{
+    return r->raw_path;
+}
+
+const char *http_req_header(struct http_req *r, const char *name)
+{
+    ssize_t i;
+    h2o_iovec_t v;
+    for (unsigned k = 0; k < r->n_headers; k++) {
+        if (strcmp(r->header_names[k], name) == 0) {
+            return r->header_values[k];
+        }
+    }
+    if (r->req == NULL || r->n_headers == sizeof r->header_names /
+                                               sizeof r->header_names[0]) {
+        return NULL;
+    }
+    i = h2o_find_header_by_str(&r->req->headers, name, strlen(name), -1);
+    if (i < 0) {
+        return NULL;
+    }
+    v = r->req->headers.entries[i].value;
+    if (memchr(v.base, '\0', v.len) != NULL) {
+        return NULL;
+    }
+    r->header_names[r->n_headers] = strdup(name);
+    r->header_values[r->n_headers] = dup_iov(v.base, v.len);
+    if (r->header_names[r->n_headers] == NULL ||
+        r->header_values[r->n_headers] == NULL) {
+        free(r->header_names[r->n_headers]);
+        free(r->header_values[r->n_headers]);
+        return NULL;
+    }
+    return r->header_values[r->n_headers++];
+}
+
 const void *http_req_body(const struct http_req *r, size_t *len)
 {
     if (r->req == NULL || r->req->entity.base == NULL) {
@@ -303,6 +352,9 @@ void http_req_respond(struct http_req *r, int status, const char *ctype,
                       const void *body, size_t len)
 {
     h2o_req_t *req = r->req;
+    if (status >= 100 && status < 600) {
+        r->srv->answered[status / 100]++;
+    }
     if (req != NULL) {
         /* Detach first: sending may dispose the request synchronously. */
         r->guard->r = NULL;
@@ -514,6 +566,11 @@ int http_server_port(const struct http_server *s)
 unsigned http_server_pending(const struct http_server *s)
 {
     return s->pending;
+}
+
+uint64_t http_server_answered(const struct http_server *s, int cls)
+{
+    return cls >= 1 && cls <= 5 ? s->answered[cls] : 0;
 }
 
 static void drain_closed(uv_handle_t *h)

@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 struct http_server;
@@ -41,12 +42,21 @@ void http_server_close(struct http_server *s, void (*cb)(void *), void *arg);
 /* Number of requests handed out and not answered yet. */
 unsigned http_server_pending(const struct http_server *s);
 
+/* Requests answered with a status of class cls (2 for 2xx, ..., 5). */
+uint64_t http_server_answered(const struct http_server *s, int cls);
+
 /* Request accessors; strings are NUL-terminated copies owned by r. */
 const char *http_req_method(const struct http_req *r);
 const char *http_req_path(const struct http_req *r);  /* normalized, decoded */
 const char *http_req_query(const struct http_req *r); /* after '?', or "" */
 /* Value of query parameter name (decoded), or NULL. Borrowed from r. */
 const char *http_req_param(struct http_req *r, const char *name);
+/* The path with its query exactly as the client sent it (what request
+ * signatures cover). */
+const char *http_req_raw_path(const struct http_req *r);
+/* Value of header name (lower-case), or NULL; copied into r, NUL-terminated.
+ * A header whose value holds a NUL byte reads as absent. */
+const char *http_req_header(struct http_req *r, const char *name);
 const void *http_req_body(const struct http_req *r, size_t *len);
 bool http_req_from_loopback(const struct http_req *r);
 

@@ -39,6 +39,8 @@ static const struct opt opts[] = {
     { "nats-url", OPT_STR, S(nats_url), NULL, "use an external NATS server instead of the embedded bus" },
     { "bootstrap-admin", OPT_STR, S(bootstrap_admin), NULL, "HANDLE=UPUBKEY: first admin, honoured only on an empty cluster" },
     { "log-level", OPT_STR, S(log_level), "info", "error, warn, info or debug" },
+    { "auth-skew", OPT_INT, S(auth_skew), "60", "seconds a signed request's timestamp may differ from our clock" },
+    { "blob-max-bytes", OPT_INT, S(blob_max_bytes), "16777216", "largest blob accepted (bytes)" },
     { "election-timeout-ms", OPT_INT, S(election_timeout_ms), "1000", "raft election timeout (randomised 1x-2x)" },
     { "heartbeat-ms", OPT_INT, S(heartbeat_ms), "100", "raft heartbeat interval" },
     { "snapshot-threshold", OPT_INT, S(snapshot_threshold), "1024", "raft entries between snapshots" },
@@ -243,6 +245,14 @@ int ub_config_load(struct ub_config *c, int argc, char **argv, char *err,
     if (c->heartbeat_ms < 10 || c->election_timeout_ms < 5 * c->heartbeat_ms) {
         snprintf(err, errlen, "--election-timeout-ms must be at least five "
                               "--heartbeat-ms, and the heartbeat at least 10 ms");
+        return -1;
+    }
+    if (c->auth_skew < 1 || c->auth_skew > 3600) {
+        snprintf(err, errlen, "--auth-skew must be 1 to 3600 seconds");
+        return -1;
+    }
+    if (c->blob_max_bytes < 1024 || c->blob_max_bytes > 64 * 1024 * 1024) {
+        snprintf(err, errlen, "--blob-max-bytes must be 1024 to 67108864");
         return -1;
     }
     if (c->snapshot_threshold < 16 || c->snapshot_trailing < 16) {

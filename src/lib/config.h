@@ -26,6 +26,8 @@ struct ub_config {
     int heartbeat_ms;
     int snapshot_threshold;
     int snapshot_trailing;
+    int auth_skew;     /* seconds */
+    int blob_max_bytes;
     /* Derived. */
     char *cluster_pass; /* loaded from the file or the environment; never logged */
 };

@@ -184,13 +184,17 @@ class Ctl(unittest.TestCase):
         cls.n = cls.c.nodes[0]
         cls.c.wait_leader()
         cls.url = "http://127.0.0.1:%d" % cls.n.http_port
+        cls.c.admin()  # waits until the auto-created admin is committed
+        cls.seed = os.path.join(cls.n.data, "admin.nk")
 
     @classmethod
     def tearDownClass(cls):
         cls.c.close()
 
-    def ctl(self, *args, stdin=None):
-        p = subprocess.run([os.environ["UNIBUSCTL"], "--url", self.url] + list(args),
+    def ctl(self, *args, stdin=None, who=("admin", None)):
+        handle, seed = who
+        p = subprocess.run([os.environ["UNIBUSCTL"], "--url", self.url,
+                            "--handle", handle, "--seed-file", seed or self.seed] + list(args),
                            input=stdin, capture_output=True, timeout=30)
         return p.returncode, p.stdout.decode(), p.stderr.decode()
 

@@ -15,6 +15,8 @@ import tempfile
 import time
 import urllib.parse
 
+import ubsign
+
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -52,6 +54,8 @@ class Node:
              "--heartbeat-ms", str(c.heartbeat_ms),
              "--snapshot-threshold", str(c.snapshot_threshold),
              "--snapshot-trailing", str(c.snapshot_trailing)]
+        if c.admin_boot and c.clustered:
+            a += ["--bootstrap-admin", "admin=" + c.admin_boot.pub]
         if c.clustered:
             peers = [n.route for n in c.peers_of(self)]
             a += ["--route-listen", self.route,
@@ -100,11 +104,19 @@ class Node:
             return f.read().decode("utf-8", "replace")
 
     # -- HTTP -------------------------------------------------------------
-    def request(self, method, path, body=None, timeout=30, headers=None):
+    def request(self, method, path, body=None, timeout=30, headers=None,
+                ident="admin"):
+        """Sends a request signed by ident (an ubsign.Identity, "admin" for
+        the cluster's admin, or None for an unsigned request)."""
+        headers = dict(headers or {})
+        if ident == "admin" and path.startswith("/v1/"):
+            ident = self.cluster.admin()
+        if ident not in (None, "admin") and path.startswith("/v1/"):
+            headers["Authorization"] = ident.authorization(method, path, body or b"")
         conn = http.client.HTTPConnection("127.0.0.1", self.http_port,
                                           timeout=timeout)
         try:
-            conn.request(method, path, body=body, headers=headers or {})
+            conn.request(method, path, body=body, headers=headers)
             r = conn.getresponse()
             data = r.read()
         finally:
@@ -156,6 +168,10 @@ class Cluster:
         self.snapshot_threshold = snapshot_threshold
         self.snapshot_trailing = snapshot_trailing
         names = list(names or ["n%d" % (i + 1) for i in range(n)])
+        # Clusters get their first admin from --bootstrap-admin; a lone node
+        # makes its own key in its data directory (read by admin()).
+        self.admin_boot = ubsign.Identity("admin") if self.clustered else None
+        self._admin = self.admin_boot
         self.certs = os.path.join(self.root, "certs")
         self.route_ca = os.path.join(self.certs, "cluster-ca.crt")
         if self.clustered:
@@ -164,6 +180,18 @@ class Cluster:
                            check=True, stdout=subprocess.DEVNULL)
         self.nodes = [Node(self, nm) for nm in names]
         self.extra_nodes = []
+
+    def admin(self):
+        if self._admin is None:
+            path = os.path.join(self.nodes[0].data, "admin.nk")
+            wait_for(lambda: os.path.exists(path) and os.path.getsize(path) > 0,
+                     timeout=30, what="the auto-created admin key")
+            ident = ubsign.Identity.from_seed_file("admin", path)
+            # The key file is written before the admin record commits.
+            wait_for(lambda: self.nodes[0].request("GET", "/v1/me", ident=ident)[0] == 200,
+                     timeout=30, what="the auto-created admin to be committed")
+            self._admin = ident
+        return self._admin
 
     def peers_of(self, node):
         return [n for n in self.nodes if n is not node]

@@ -1,0 +1,56 @@
+/* The control plane (DESIGN.md §4): signed, replay-proof requests and the
+ * members, rooms, sealed keys and blobs kept in the replicated KV. */
+#ifndef CTL_CTL_H
+#define CTL_CTL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct ctl;
+struct http_req;
+struct meta;
+
+struct ctl_config {
+    unsigned skew_s;             /* accepted clock skew of signed requests */
+    size_t blob_max;             /* largest blob accepted */
+    const char *bootstrap_admin; /* "HANDLE=UPUBKEY" or NULL */
+    /* With no member and no bootstrap admin, a lone node creates an admin
+     * key in this directory (NULL: never). */
+    const char *auto_admin_dir;
+};
+
+/* The authenticated caller of a request. */
+struct ctl_caller {
+    char handle[65];
+    bool admin;
+};
+
+struct ctl *ctl_create(uv_loop_t *loop, struct meta *meta,
+                       const struct ctl_config *cfg);
+void ctl_close(struct ctl *c);
+
+/* Called once the caller is authenticated; failures were answered already. */
+typedef void (*ctl_authed_cb)(void *arg, struct http_req *r,
+                              const struct ctl_caller *who);
+
+/* Verifies the UNIBUS-ED25519 signature, the timestamp window and the
+ * member, then claims the nonce through raft (a replay on any node fails
+ * with 401 nonce_reused), then calls cb. */
+void ctl_authenticate(struct ctl *c, struct http_req *r, ctl_authed_cb cb,
+                      void *arg);
+
+/* Serves /v1/me, /v1/members..., /v1/rooms..., /v1/blobs... for an
+ * authenticated caller; false when the path is not the control plane's. */
+bool ctl_route(struct ctl *c, struct http_req *r, const struct ctl_caller *who);
+
+/* Counters for /metrics. */
+struct ctl_stats {
+    uint64_t auth_ok, auth_failed, nonce_reused;
+    uint64_t blob_bytes; /* bytes of blobs stored (from the KV) */
+    uint64_t members, rooms;
+};
+void ctl_get_stats(struct ctl *c, struct ctl_stats *out);
+
+#endif
