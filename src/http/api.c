@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ctl/records.h"
+
 #include "ctl/ctl.h"
 #include "kv/kv.h"
 #include "lib/log.h"
@@ -665,45 +667,157 @@ static void handle_healthz(struct api *a, struct http_req *r)
     respond_json(a, r, serving ? 200 : 503, o);
 }
 
+enum route {
+    R_OTHER = 0,
+    R_HEALTHZ,
+    R_METRICS,
+    R_KV,
+    R_CLUSTER,
+    R_MEMBERS,
+    R_ME,
+    R_ROOMS,
+    R_BLOBS,
+    R_NR,
+};
+
+static const char *const route_names[R_NR] = {
+    "other", "healthz", "metrics", "kv",    "cluster",
+    "members", "me",    "rooms",   "blobs",
+};
+
+static enum route route_of(const char *path)
+{
+    static const struct {
+        const char *prefix;
+        enum route r;
+    } table[] = {
+        { "/healthz", R_HEALTHZ },     { "/metrics", R_METRICS },
+        { "/v1/kv/", R_KV },           { "/v1/cluster", R_CLUSTER },
+        { "/v1/members", R_MEMBERS },  { "/v1/me", R_ME },
+        { "/v1/rooms", R_ROOMS },      { "/v1/blobs/", R_BLOBS },
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+        if (strncmp(path, table[i].prefix, strlen(table[i].prefix)) == 0) {
+            return table[i].r;
+        }
+    }
+    return R_OTHER;
+}
+
+struct sum_ctx {
+    uint64_t n;
+    uint64_t bytes;
+};
+
+static int count_cb(void *arg, const struct kv_entry *e)
+{
+    struct sum_ctx *c = arg;
+    json_t *j;
+    c->n++;
+    j = json_loadb(e->value, e->value_len, 0, NULL);
+    if (j) {
+        c->bytes += (uint64_t)json_integer_value(json_object_get(j, "size"));
+        json_decref(j);
+    }
+    return 0;
+}
+
+static struct sum_ctx count_bucket(struct api *a, const char *bucket)
+{
+    struct sum_ctx c = { 0, 0 };
+    bool more = false;
+    kv_store_list(meta_kv(a->meta), bucket, "", NULL, 1000000, count_cb, &c,
+                  &more);
+    return c;
+}
+
 static void handle_metrics(struct api *a, struct http_req *r)
 {
     struct rg_node *n = meta_node(a->meta);
     uint64_t keys = 0, bytes = 0;
-    char buf[2048];
-    int len;
+    struct meta_latency lat;
+    struct ctl_stats cs;
+    struct sum_ctx members, rooms, blobs;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    uint64_t cum = 0;
 
+    if (f == NULL) {
+        http_req_error(r, 500, "internal", "out of memory");
+        return;
+    }
     kv_store_stats(meta_kv(a->meta), &keys, &bytes);
-    len = snprintf(
-        buf, sizeof buf,
-        "# TYPE unibus_http_requests_total counter\n"
-        "unibus_http_requests_total{class=\"2xx\"} %" PRIu64 "\n"
-        "unibus_http_requests_total{class=\"4xx\"} %" PRIu64 "\n"
-        "unibus_http_requests_total{class=\"5xx\"} %" PRIu64 "\n"
-        "# TYPE unibus_kv_writes_total counter\n"
-        "unibus_kv_writes_total %" PRIu64 "\n"
-        "# TYPE unibus_kv_reads_total counter\n"
-        "unibus_kv_reads_total %" PRIu64 "\n"
-        "# TYPE unibus_raft_term gauge\nunibus_raft_term %" PRIu64 "\n"
-        "# TYPE unibus_raft_commit_index gauge\n"
-        "unibus_raft_commit_index %" PRIu64 "\n"
-        "# TYPE unibus_raft_applied_index gauge\n"
-        "unibus_raft_applied_index %" PRIu64 "\n"
-        "# TYPE unibus_raft_leader gauge\nunibus_raft_leader %d\n"
-        "# TYPE unibus_raft_leader_changes_total counter\n"
-        "unibus_raft_leader_changes_total %" PRIu64 "\n"
-        "# TYPE unibus_raft_voters gauge\nunibus_raft_voters %u\n"
-        "# TYPE unibus_kv_keys gauge\nunibus_kv_keys %" PRIu64 "\n"
-        "# TYPE unibus_kv_value_bytes gauge\nunibus_kv_value_bytes %" PRIu64
-        "\n",
-        a->http ? http_server_answered(a->http, 2) : 0,
-        a->http ? http_server_answered(a->http, 4) : 0,
-        a->http ? http_server_answered(a->http, 5) : 0,
-        a->writes, a->reads, n ? rg_node_term(n) : 0,
-        n ? rg_node_commit_index(n) : 0, n ? rg_node_applied_index(n) : 0,
-        n && rg_node_is_leader(n) ? 1 : 0, n ? rg_node_leader_changes(n) : 0,
-        n ? rg_node_voters(n) : 0, keys, bytes);
-    http_req_respond(r, 200, "text/plain; version=0.0.4", buf,
-                     len > 0 && (size_t)len < sizeof buf ? (size_t)len : 0);
+    meta_get_latency(a->meta, &lat);
+    ctl_get_stats(a->ctl, &cs);
+    members = count_bucket(a, "members");
+    rooms = count_bucket(a, "rooms");
+    blobs = count_bucket(a, "blobs");
+
+    fprintf(f, "# HELP unibus_http_requests_total HTTP requests answered, by "
+               "route and status class.\n"
+               "# TYPE unibus_http_requests_total counter\n");
+    for (unsigned rt = 0; rt < R_NR; rt++) {
+        for (int cls = 2; cls <= 5; cls++) {
+            uint64_t v = a->http ? http_server_answered(a->http, rt, cls) : 0;
+            if (v) {
+                fprintf(f,
+                        "unibus_http_requests_total{route=\"%s\",status=\"%dxx\"}"
+                        " %" PRIu64 "\n",
+                        route_names[rt], cls, v);
+            }
+        }
+    }
+    fprintf(f,
+            "# TYPE unibus_auth_total counter\n"
+            "unibus_auth_total{result=\"ok\"} %" PRIu64 "\n"
+            "unibus_auth_total{result=\"failed\"} %" PRIu64 "\n"
+            "unibus_auth_total{result=\"nonce_reused\"} %" PRIu64 "\n",
+            cs.auth_ok, cs.auth_failed, cs.nonce_reused);
+    fprintf(f,
+            "# TYPE unibus_raft_term gauge\nunibus_raft_term %" PRIu64 "\n"
+            "# TYPE unibus_raft_commit_index gauge\n"
+            "unibus_raft_commit_index %" PRIu64 "\n"
+            "# TYPE unibus_raft_applied_index gauge\n"
+            "unibus_raft_applied_index %" PRIu64 "\n"
+            "# TYPE unibus_raft_leader gauge\nunibus_raft_leader %d\n"
+            "# TYPE unibus_raft_leader_changes_total counter\n"
+            "unibus_raft_leader_changes_total %" PRIu64 "\n"
+            "# TYPE unibus_raft_voters gauge\nunibus_raft_voters %u\n",
+            n ? rg_node_term(n) : 0, n ? rg_node_commit_index(n) : 0,
+            n ? rg_node_applied_index(n) : 0,
+            n && rg_node_is_leader(n) ? 1 : 0,
+            n ? rg_node_leader_changes(n) : 0, n ? rg_node_voters(n) : 0);
+    fprintf(f, "# HELP unibus_proposal_seconds Writes from proposal to "
+               "commit, as seen by this node.\n"
+               "# TYPE unibus_proposal_seconds histogram\n");
+    for (unsigned i = 0; i < META_LAT_BUCKETS; i++) {
+        cum += lat.buckets[i];
+        if (i < META_LAT_BUCKETS - 1) {
+            fprintf(f, "unibus_proposal_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+                    META_LAT_BOUNDS_MS[i] / 1000.0, cum);
+        } else {
+            fprintf(f, "unibus_proposal_seconds_bucket{le=\"+Inf\"} %" PRIu64
+                       "\n",
+                    cum);
+        }
+    }
+    fprintf(f,
+            "unibus_proposal_seconds_sum %g\n"
+            "unibus_proposal_seconds_count %" PRIu64 "\n",
+            lat.sum_ms / 1000.0, lat.count);
+    fprintf(f,
+            "# TYPE unibus_kv_keys gauge\nunibus_kv_keys %" PRIu64 "\n"
+            "# TYPE unibus_kv_value_bytes gauge\nunibus_kv_value_bytes %" PRIu64
+            "\n"
+            "# TYPE unibus_members gauge\nunibus_members %" PRIu64 "\n"
+            "# TYPE unibus_rooms gauge\nunibus_rooms %" PRIu64 "\n"
+            "# TYPE unibus_blobs gauge\nunibus_blobs %" PRIu64 "\n"
+            "# TYPE unibus_blob_bytes gauge\nunibus_blob_bytes %" PRIu64 "\n",
+            keys, bytes, members.n, rooms.n, blobs.n, blobs.bytes);
+    fclose(f);
+    http_req_respond(r, 200, "text/plain; version=0.0.4", buf, len);
+    free(buf);
 }
 
 /* ------------------------------------------------------------------ */
@@ -739,6 +853,7 @@ void api_handle(void *arg, struct http_req *r)
     const char *path = http_req_path(r);
     const char *method = http_req_method(r);
 
+    http_req_set_route(r, route_of(path));
     if (strcmp(path, "/healthz") == 0) {
         if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
             ERR(a, r, 405, "method_not_allowed", "use GET");

@@ -54,6 +54,7 @@ struct http_req {
     char *param_names[MAX_PARAMS];
     char *param_values[MAX_PARAMS];
     bool loopback;
+    unsigned route;
 };
 
 struct http_server {
@@ -69,7 +70,7 @@ struct http_server {
     h2o_linklist_t conns;
     unsigned n_conns;
     unsigned pending;
-    uint64_t answered[6]; /* by status class: [2] = 2xx ... [5] = 5xx */
+    uint64_t answered[HTTP_MAX_ROUTES][6]; /* [route][status / 100] */
     bool closing;
     bool rd_shutdown;
     bool forced;
@@ -353,7 +354,7 @@ void http_req_respond(struct http_req *r, int status, const char *ctype,
 {
     h2o_req_t *req = r->req;
     if (status >= 100 && status < 600) {
-        r->srv->answered[status / 100]++;
+        r->srv->answered[r->route][status / 100]++;
     }
     if (req != NULL) {
         /* Detach first: sending may dispose the request synchronously. */
@@ -568,9 +569,17 @@ unsigned http_server_pending(const struct http_server *s)
     return s->pending;
 }
 
-uint64_t http_server_answered(const struct http_server *s, int cls)
+uint64_t http_server_answered(const struct http_server *s, unsigned route,
+                              int cls)
 {
-    return cls >= 1 && cls <= 5 ? s->answered[cls] : 0;
+    return cls >= 1 && cls <= 5 && route < HTTP_MAX_ROUTES
+               ? s->answered[route][cls]
+               : 0;
+}
+
+void http_req_set_route(struct http_req *r, unsigned route)
+{
+    r->route = route < HTTP_MAX_ROUTES ? route : 0;
 }
 
 static void drain_closed(uv_handle_t *h)

@@ -42,8 +42,15 @@ void http_server_close(struct http_server *s, void (*cb)(void *), void *arg);
 /* Number of requests handed out and not answered yet. */
 unsigned http_server_pending(const struct http_server *s);
 
-/* Requests answered with a status of class cls (2 for 2xx, ..., 5). */
-uint64_t http_server_answered(const struct http_server *s, int cls);
+#define HTTP_MAX_ROUTES 16
+
+/* Requests of route (as tagged with http_req_set_route; untagged ones are
+ * route 0) answered with a status of class cls (2 for 2xx, ..., 5). */
+uint64_t http_server_answered(const struct http_server *s, unsigned route,
+                              int cls);
+
+/* Tags r with a route number < HTTP_MAX_ROUTES for the answer counters. */
+void http_req_set_route(struct http_req *r, unsigned route);
 
 /* Request accessors; strings are NUL-terminated copies owned by r. */
 const char *http_req_method(const struct http_req *r);

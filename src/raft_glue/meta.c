@@ -55,6 +55,7 @@ struct fwd_conn;
 struct op {
     struct meta *m;
     enum op_kind kind;
+    uint64_t started_ns; /* uv_hrtime at creation */
     uint64_t deadline;
     bool local_only;    /* served for a follower: never forward again */
     bool inflight;      /* an attempt is running */
@@ -147,6 +148,7 @@ struct meta {
     bool purge_inflight;
     bool changing; /* a local membership op holds raft's one change slot */
     char name_buf[64];
+    struct meta_latency latency;
     unsigned handles_open;
     void (*close_cb)(void *);
     void *close_arg;
@@ -185,6 +187,26 @@ static bool raft_retryable(int status)
 static void attempt(struct op *op);
 static void fwd_reply(struct op *op);
 
+const double META_LAT_BOUNDS_MS[META_LAT_BUCKETS - 1] = {
+    0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000,
+};
+
+static void record_latency(struct meta *m, double ms)
+{
+    unsigned i = 0;
+    while (i < META_LAT_BUCKETS - 1 && ms > META_LAT_BOUNDS_MS[i]) {
+        i++;
+    }
+    m->latency.buckets[i]++;
+    m->latency.count++;
+    m->latency.sum_ms += ms;
+}
+
+void meta_get_latency(const struct meta *m, struct meta_latency *out)
+{
+    *out = m->latency;
+}
+
 static void sweep_cb(uv_timer_t *t);
 
 static struct op *op_new(struct meta *m, enum op_kind kind, unsigned ms,
@@ -196,6 +218,7 @@ static struct op *op_new(struct meta *m, enum op_kind kind, unsigned ms,
     }
     op->m = m;
     op->kind = kind;
+    op->started_ns = uv_hrtime();
     op->deadline = uv_now(m->loop) + ms;
     op->cb = cb;
     op->arg = arg;
@@ -220,6 +243,9 @@ static void op_finish(struct op *op, int err, const char *msg)
     }
     op->prev->next = op->next;
     op->next->prev = op->prev;
+    if (op->kind == OP_WRITE && err == META_OK && op->reply_to == NULL) {
+        record_latency(op->m, (double)(uv_hrtime() - op->started_ns) / 1e6);
+    }
     if (op->reply_to) {
         fwd_reply(op);
     } else if (op->cb) {

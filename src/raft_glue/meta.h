@@ -92,6 +92,17 @@ int meta_health(struct meta *m, meta_cb cb, void *arg);
  * call. */
 const char *meta_node_name(struct meta *m, uint64_t id);
 
+/* Latency of committed writes (proposal to answer), as a histogram with
+ * upper bounds META_LAT_BOUNDS_MS (the last bucket is +Inf). */
+#define META_LAT_BUCKETS 14
+extern const double META_LAT_BOUNDS_MS[META_LAT_BUCKETS - 1];
+struct meta_latency {
+    uint64_t buckets[META_LAT_BUCKETS]; /* not cumulative */
+    uint64_t count;
+    double sum_ms;
+};
+void meta_get_latency(const struct meta *m, struct meta_latency *out);
+
 void meta_close(struct meta *m, void (*cb)(void *arg), void *arg);
 
 #endif

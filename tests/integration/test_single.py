@@ -141,11 +141,26 @@ class SingleNode(unittest.TestCase):
         self.assertEqual(len(before["members"]), len(after["members"]))
 
     def test_metrics(self):
+        self.assertEqual(self.n.put("m", "k", "v")[0], 200)
+        self.n.request("GET", "/v1/nope")
         st, body = self.n.request("GET", "/metrics")
         self.assertEqual(st, 200)
         text = body.decode() if isinstance(body, bytes) else str(body)
-        self.assertIn("unibus_raft_commit_index", text)
-        self.assertIn("unibus_kv_keys", text)
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, v = line.rsplit(" ", 1)
+                values[name] = float(v)
+        self.assertGreaterEqual(values['unibus_http_requests_total{route="kv",status="2xx"}'], 1)
+        self.assertGreaterEqual(values['unibus_http_requests_total{route="other",status="4xx"}'], 1)
+        self.assertGreater(values["unibus_raft_commit_index"], 0)
+        self.assertEqual(values["unibus_raft_leader"], 1)
+        self.assertGreaterEqual(values["unibus_proposal_seconds_count"], 1)
+        self.assertEqual(values['unibus_proposal_seconds_bucket{le="+Inf"}'],
+                         values["unibus_proposal_seconds_count"])
+        self.assertGreaterEqual(values["unibus_members"], 1)
+        self.assertGreaterEqual(values['unibus_auth_total{result="ok"}'], 1)
+        self.assertIn("unibus_blob_bytes", values)
 
     def test_restart_from_disk_and_clean_sigterm(self):
         n = self.n
