@@ -48,6 +48,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 
+# Node.js runs the signing example of docs/signing.md in the tests.
+if ! command -v node >/dev/null 2>&1; then
+    echo "setup.sh: installing nodejs"
+    $SUDO apt-get install -y -qq nodejs
+fi
+
 if ! dpkg-query -W -f='${Version}' libraft-dev 2>/dev/null | grep -q '^0\.22'; then
     echo "setup.sh: installing libraft-dev 0.22 from bookworm-backports"
     $SUDO apt-get install -y -qq -t bookworm-backports libraft-dev
