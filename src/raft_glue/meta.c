@@ -59,6 +59,7 @@ struct op {
     uint64_t deadline;
     bool local_only;    /* served for a follower: never forward again */
     bool inflight;      /* an attempt is running */
+    bool forwarded;     /* waiting in the forward client's lists */
     bool waiting_apply; /* follower read: waiting until applied >= index */
     uint64_t next_try;  /* uv_now before which the sweep leaves it alone */
     void *buf;          /* encoded kv command (writes) */
@@ -208,6 +209,7 @@ void meta_get_latency(const struct meta *m, struct meta_latency *out)
 }
 
 static void sweep_cb(uv_timer_t *t);
+static void fwd_forget(struct op *op);
 
 static struct op *op_new(struct meta *m, enum op_kind kind, unsigned ms,
                          meta_cb cb, void *arg)
@@ -286,6 +288,13 @@ static void sweep_cb(uv_timer_t *t)
             } else if (now >= op->deadline) {
                 op_finish(op, META_ETIMEOUT, "timed out catching up to read");
             }
+        } else if (op->inflight && op->forwarded && now >= op->deadline) {
+            /* The leader took it and never answered (stopped, partitioned):
+             * the outcome of a write is unknown. */
+            fwd_forget(op);
+            op_finish(op,
+                      op->kind == OP_WRITE ? META_ETIMEOUT : META_ENOLEADER,
+                      "the leader did not answer in time");
         } else if (!op->inflight) {
             if (now < op->next_try) {
                 /* Backing off after a failed attempt. */
@@ -549,6 +558,7 @@ static void client_frame_cb(struct ub_framed *f, const uint8_t *buf,
             *pp = p->next;
             free(p);
             op->inflight = false;
+            op->forwarded = false;
             if (r->err == META_OK) {
                 op->res.kv.code = (enum kv_code)r->kv_code;
                 op->res.kv.revision = r->revision;
@@ -585,6 +595,7 @@ static void fail_pending(struct fwd_pending *p)
 {
     while (p) {
         struct fwd_pending *next = p->next;
+        p->op->forwarded = false;
         op_retry(p->op, "lost the connection to the leader");
         free(p);
         p = next;
@@ -630,6 +641,7 @@ static void client_connect_cb(void *arg, int status, const struct rt_peer *peer,
         struct fwd_pending *next = q->next;
         q->next = NULL;
         if (client_send(c, q) != 0) {
+            q->op->forwarded = false;
             op_retry(q->op, "forward channel failed");
             free(q);
         }
@@ -763,6 +775,7 @@ static void attempt_forward(struct op *op, uint64_t leader_id,
     p->seq = ++m->seq;
     p->op = op;
     op->inflight = true;
+    op->forwarded = true;
     if (c->f == NULL) {
         p->next = c->queued;
         c->queued = p;
@@ -770,7 +783,32 @@ static void attempt_forward(struct op *op, uint64_t leader_id,
     }
     if (client_send(c, p) != 0) {
         free(p);
+        op->forwarded = false;
         op_retry(op, "forward channel failed");
+    }
+}
+
+/* Takes a forwarded op out of the client's lists (its answer, should it
+ * come, is then ignored). */
+static void fwd_forget(struct op *op)
+{
+    struct fwd_client *c = op->m->client;
+    struct fwd_pending **lists[2];
+    if (c == NULL) {
+        return;
+    }
+    lists[0] = &c->pending;
+    lists[1] = &c->queued;
+    for (int i = 0; i < 2; i++) {
+        for (struct fwd_pending **pp = lists[i]; *pp; pp = &(*pp)->next) {
+            if ((*pp)->op == op) {
+                struct fwd_pending *p = *pp;
+                *pp = p->next;
+                free(p);
+                op->forwarded = false;
+                return;
+            }
+        }
     }
 }
 

@@ -176,6 +176,26 @@ class ThreeNodes(unittest.TestCase):
         st, j = leader.put("join", "k3", "v3")
         self.assertEqual(st, 200)
 
+    def test_stopped_leader_writes_still_answer(self):
+        import signal
+        follower = [n for n in self.c.nodes if n is not self.leader][0]
+        self.leader.proc.send_signal(signal.SIGSTOP)
+        try:
+            t0 = time.time()
+            st, j = follower.put("stopped", "k", "v", timeout=30)
+            took = time.time() - t0
+            # A new leader takes the write, or the deadline answers: never a hang.
+            self.assertIn(st, (200, 503, 504), j)
+            self.assertLess(took, 15)
+            if st == 200:
+                st, v = value(follower, "stopped", "k")
+                self.assertEqual(v, b"v")
+        finally:
+            self.leader.proc.send_signal(signal.SIGCONT)
+        live = self.c.wait_leader(timeout=30)
+        st, j = live.put("stopped", "k2", "v2")
+        self.assertEqual(st, 200)
+
     def test_clean_sigterm_everywhere(self):
         st, j = self.leader.put("bye", "k", "v")
         self.assertEqual(st, 200)

@@ -135,10 +135,11 @@ class Node:
             p += "?" + urllib.parse.urlencode(q)
         return p
 
-    def put(self, bucket, key, value, **q):
+    def put(self, bucket, key, value, timeout=30, **q):
         if isinstance(value, str):
             value = value.encode()
-        return self.request("PUT", self.kv_path(bucket, key, **q), value)
+        return self.request("PUT", self.kv_path(bucket, key, **q), value,
+                            timeout=timeout)
 
     def get(self, bucket, key, **q):
         return self.request("GET", self.kv_path(bucket, key, **q))
