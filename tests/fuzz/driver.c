@@ -26,7 +26,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define MAX_INPUT (256 * 1024)
+#define DRIVER_MAX_INPUT (256 * 1024)
 #define DEFAULT_RUNS 20000
 
 struct blob {
@@ -198,7 +198,7 @@ static const uint8_t interesting[] = {
     0x40, 0x7e, 0x7f, 0x80, 0x81, 0xfe, 0xff,
 };
 
-/* Fills *out (a buffer of MAX_INPUT bytes) with one derived input. */
+/* Fills *out (a buffer of DRIVER_MAX_INPUT bytes) with one derived input. */
 static size_t derive(const struct corpus *c, uint8_t *out)
 {
     const struct blob *a;
@@ -254,7 +254,7 @@ static size_t derive(const struct corpus *c, uint8_t *out)
             case 6: { /* insert random bytes */
                 size_t at = rng_below(len + 1);
                 size_t n = 1 + rng_below(16);
-                if (len + n > MAX_INPUT) {
+                if (len + n > DRIVER_MAX_INPUT) {
                     break;
                 }
                 memmove(out + at + n, out + at, len - at);
@@ -265,12 +265,12 @@ static size_t derive(const struct corpus *c, uint8_t *out)
                 break;
             }
             case 7: { /* duplicate a chunk */
-                static uint8_t chunk[MAX_INPUT];
+                static uint8_t chunk[DRIVER_MAX_INPUT];
                 if (len > 0) {
                     size_t from = rng_below(len);
                     size_t n = 1 + rng_below(len - from);
                     size_t at = rng_below(len + 1);
-                    if (len + n > MAX_INPUT) {
+                    if (len + n > DRIVER_MAX_INPUT) {
                         break;
                     }
                     memcpy(chunk, out + from, n);
@@ -285,8 +285,8 @@ static size_t derive(const struct corpus *c, uint8_t *out)
                 size_t head = rng_below(len + 1);
                 size_t from = rng_below(b->len + 1);
                 size_t n = b->len - from;
-                if (head + n > MAX_INPUT) {
-                    n = MAX_INPUT - head;
+                if (head + n > DRIVER_MAX_INPUT) {
+                    n = DRIVER_MAX_INPUT - head;
                 }
                 memcpy(out + head, b->data + from, n);
                 len = head + n;
@@ -346,7 +346,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < c.n; i++) {
         run(c.files[i].data, c.files[i].len);
     }
-    buf = malloc(MAX_INPUT);
+    buf = malloc(DRIVER_MAX_INPUT);
     if (buf == NULL) {
         fprintf(stderr, "fuzz driver: out of memory\n");
         return 2;

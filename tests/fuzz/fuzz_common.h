@@ -15,6 +15,6 @@
 #define UB_FUZZ_SECRET_INIT "unibus fuzz cluster secret 0123456789"
 
 /* Framed target: the largest frame the harness accepts. */
-#define UB_FUZZ_FRAMED_MAX 4096
+#define UB_FUZZ_FRAMED_MAX 1024
 
 #endif

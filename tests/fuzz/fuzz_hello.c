@@ -12,6 +12,7 @@
  * Invariants (abort on violation): a failure always comes with a reason;
  * a decoded hello re-encodes to exactly the input bytes. The seed corpus is
  * encoded with the same exporter and secret (see gen_corpus.c). */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
