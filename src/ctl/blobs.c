@@ -262,7 +262,7 @@ void ctl_blob_upload(struct ctl *c, struct http_req *r,
     hex(digest, sizeof digest, u->sha);
     u->w = w;
     u->chunks = (unsigned)((len + CTL_BLOB_CHUNK - 1) / CTL_BLOB_CHUNK);
-    if (meta_read(c->meta, upload_checked, u) != 0) {
+    if (ctl_read(c, who, upload_checked, u) != 0) {
         http_req_error(r, 503, "no_leader", "no leader is reachable");
         free(w->data);
         free(u);
@@ -361,7 +361,7 @@ void ctl_blobs_get(struct ctl *c, struct http_req *r,
         return;
     }
     snprintf(w->b, sizeof w->b, "%s", sha);
-    if (meta_read(c->meta, download_read, w) != 0) {
+    if (ctl_read(c, who, download_read, w) != 0) {
         http_req_error(r, 503, "no_leader", "no leader is reachable");
         free(w);
     }

@@ -189,9 +189,18 @@ static void rmw_read(void *arg, const struct meta_result *res)
     }
 }
 
+int ctl_read(struct ctl *c, const struct ctl_caller *who,
+             void (*cb)(void *arg, const struct meta_result *res), void *arg)
+{
+    return meta_read_at(c->meta, who ? who->claim_index : 0, cb, arg);
+}
+
 void rmw_start(struct rmw *w)
 {
-    int rv = meta_read(w->c->meta, rmw_read, w);
+    /* The first attempt reads at the request's own nonce claim; a retry
+     * after a lost compare needs a fresh barrier. */
+    int rv = w->attempts == 0 ? ctl_read(w->c, &w->who, rmw_read, w)
+                              : meta_read(w->c->meta, rmw_read, w);
     if (rv != 0) {
         struct meta_result e;
         memset(&e, 0, sizeof e);
@@ -243,6 +252,7 @@ static void nonce_claimed(void *arg, const struct meta_result *res)
         return;
     }
     a->c->stats.auth_ok++;
+    a->who.claim_index = res->kv.revision;
     a->cb(a->arg, a->r, &a->who);
     free(a);
 }

@@ -11,6 +11,7 @@
 struct ctl;
 struct http_req;
 struct meta;
+struct meta_result;
 
 struct ctl_config {
     unsigned skew_s;             /* accepted clock skew of signed requests */
@@ -25,7 +26,13 @@ struct ctl_config {
 struct ctl_caller {
     char handle[65];
     bool admin;
+    uint64_t claim_index; /* raft index of the request's nonce claim */
 };
+
+/* A linearizable read for an authenticated request: it waits only until the
+ * local KV has applied the request's nonce claim (see meta_read_at). */
+int ctl_read(struct ctl *c, const struct ctl_caller *who,
+             void (*cb)(void *arg, const struct meta_result *res), void *arg);
 
 struct ctl *ctl_create(uv_loop_t *loop, struct meta *meta,
                        const struct ctl_config *cfg);

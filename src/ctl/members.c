@@ -63,7 +63,8 @@ static void list_read(void *arg, const struct meta_result *res)
     free(q);
 }
 
-static void members_list(struct ctl *c, struct http_req *r)
+static void members_list(struct ctl *c, struct http_req *r,
+                         const struct ctl_caller *who)
 {
     struct list_req *q;
     const char *after;
@@ -80,7 +81,7 @@ static void members_list(struct ctl *c, struct http_req *r)
     q->r = r;
     q->limit = limit;
     snprintf(q->after, sizeof q->after, "%s", after ? after : "");
-    if (meta_read(c->meta, list_read, q) != 0) {
+    if (ctl_read(c, who, list_read, q) != 0) {
         http_req_error(r, 503, "no_leader", "no leader is reachable");
         free(q);
     }
@@ -106,14 +107,15 @@ static void get_read(void *arg, const struct meta_result *res)
     free(w);
 }
 
-static void member_get(struct ctl *c, struct http_req *r, const char *handle)
+static void member_get(struct ctl *c, struct http_req *r,
+                       const struct ctl_caller *who, const char *handle)
 {
     struct rmw *w = rmw_new(c, r, NULL, NULL, NULL);
     if (w == NULL) {
         return;
     }
     snprintf(w->b, sizeof w->b, "%s", handle);
-    if (meta_read(c->meta, get_read, w) != 0) {
+    if (ctl_read(c, who, get_read, w) != 0) {
         http_req_error(r, 503, "no_leader", "no leader is reachable");
         free(w);
     }
@@ -125,7 +127,7 @@ void ctl_me(struct ctl *c, struct http_req *r, const struct ctl_caller *who)
         http_req_error(r, 405, "method_not_allowed", "use GET");
         return;
     }
-    member_get(c, r, who->handle);
+    member_get(c, r, who, who->handle);
 }
 
 /* ------------------------------------------------------------------ */
@@ -423,7 +425,7 @@ void ctl_members_route(struct ctl *c, struct http_req *r,
         if (!who->admin) {
             http_req_error(r, 403, "forbidden", "only admins manage members");
         } else if (strcmp(method, "GET") == 0) {
-            members_list(c, r);
+            members_list(c, r, who);
         } else if (strcmp(method, "POST") == 0) {
             members_create(c, r, who);
         } else {
@@ -443,7 +445,7 @@ void ctl_members_route(struct ctl *c, struct http_req *r,
                            "members may read only their own record");
             return;
         }
-        member_get(c, r, rest);
+        member_get(c, r, who, rest);
     } else if (strcmp(method, "DELETE") == 0) {
         struct rmw *w;
         if (!who->admin) {

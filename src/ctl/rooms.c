@@ -365,7 +365,7 @@ static void keys_route(struct ctl *c, struct http_req *r,
         snprintf(w->a, sizeof w->a, "%s", room);
         snprintf(w->b, sizeof w->b, "%s", slash + 1);
         w->n = epoch;
-        if (meta_read(c->meta, get_key_read, w) != 0) {
+        if (ctl_read(c, who, get_key_read, w) != 0) {
             http_req_error(r, 503, "no_leader", "no leader is reachable");
             free(w);
         }
@@ -504,7 +504,7 @@ void ctl_rooms_route(struct ctl *c, struct http_req *r,
             }
             snprintf(w->a, sizeof w->a, "%s", after ? after : "");
             w->len = limit;
-            if (meta_read(c->meta, list_read, w) != 0) {
+            if (ctl_read(c, who, list_read, w) != 0) {
                 http_req_error(r, 503, "no_leader", "no leader is reachable");
                 free(w);
             }
@@ -557,7 +557,7 @@ void ctl_rooms_route(struct ctl *c, struct http_req *r,
                 return;
             }
             snprintf(w->a, sizeof w->a, "%s", room);
-            if (meta_read(c->meta, get_room_read, w) != 0) {
+            if (ctl_read(c, who, get_room_read, w) != 0) {
                 http_req_error(r, 503, "no_leader", "no leader is reachable");
                 free(w);
             }

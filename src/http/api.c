@@ -257,7 +257,8 @@ static bool valid_user_bucket(const char *b)
     return kv_valid_bucket(b) && b[0] != '_';
 }
 
-static void handle_kv(struct api *a, struct http_req *r, const char *rest)
+static void handle_kv(struct api *a, struct http_req *r, const char *rest,
+                      const struct ctl_caller *who)
 {
     const char *method = http_req_method(r);
     const char *slash = strchr(rest, '/');
@@ -345,7 +346,7 @@ static void handle_kv(struct api *a, struct http_req *r, const char *rest)
             read_done(p, &ok);
             return;
         }
-        rv = meta_read(a->meta, read_done, p);
+        rv = ctl_read(a->ctl, who, read_done, p);
     } else {
         struct kv_cmd cmd;
         bool has_rev;
@@ -838,7 +839,7 @@ static void authed(void *arg, struct http_req *r, const struct ctl_caller *who)
             return;
         }
         if (path[4] == 'k') {
-            handle_kv(a, r, path + 7);
+            handle_kv(a, r, path + 7, who);
         } else {
             handle_cluster(a, r, path + 11);
         }

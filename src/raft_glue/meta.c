@@ -1566,6 +1566,31 @@ int meta_read(struct meta *m, meta_cb cb, void *arg)
     return 0;
 }
 
+int meta_read_at(struct meta *m, uint64_t index, meta_cb cb, void *arg)
+{
+    struct op *op;
+    struct meta_result res;
+    if (index == 0) {
+        return meta_read(m, cb, arg);
+    }
+    if (m->phase == PH_CLOSING) {
+        return META_ESHUTDOWN;
+    }
+    if (m->node && rg_node_applied_index(m->node) >= index) {
+        memset(&res, 0, sizeof res);
+        res.index = index;
+        cb(arg, &res);
+        return 0;
+    }
+    op = op_new(m, OP_READ, READ_DEADLINE_MS, cb, arg);
+    if (op == NULL) {
+        return META_EINTERNAL;
+    }
+    op->res.index = index;
+    op->waiting_apply = true;
+    return 0;
+}
+
 int meta_member_add(struct meta *m, const char *name, const char *address,
                     int role, meta_cb cb, void *arg)
 {

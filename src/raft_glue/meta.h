@@ -77,6 +77,13 @@ int meta_write(struct meta *m, struct kv_cmd *cmd, meta_cb cb, void *arg);
 /* Completes when a read of the local KV is linearizable. */
 int meta_read(struct meta *m, meta_cb cb, void *arg);
 
+/* As meta_read for a request that already committed an entry at index after
+ * it arrived (its nonce claim): once the local KV has applied that index, a
+ * read is linearizable without another barrier (every write committed
+ * before the request precedes the entry in the log). May call cb before
+ * returning. index 0 falls back to meta_read. */
+int meta_read_at(struct meta *m, uint64_t index, meta_cb cb, void *arg);
+
 /* Membership, any node (forwarded to the leader). role is RAFT_VOTER,
  * RAFT_STANDBY or RAFT_SPARE; a voter is added as spare, made standby, then
  * promoted after catching up. */
