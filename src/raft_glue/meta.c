@@ -105,11 +105,18 @@ struct fwd_client {
     bool dead;
 };
 
+#define DISC_MAX_CONFIG 16
+
 struct disc_peer {
     struct meta *m;
     char route[256];
     bool answered;
     bool has_state;
+    unsigned kv_replicas; /* its --kv-replicas */
+    bool same_members;    /* it names the same set of nodes as we do */
+    unsigned n_config; /* its configuration, sorted by id */
+    struct rg_server config[DISC_MAX_CONFIG];
+    char config_addr[DISC_MAX_CONFIG][256];
     uint64_t id;
     char address[256];
     char name[64];
@@ -1050,21 +1057,51 @@ static void discover_accept_cb(void *arg, const struct rt_peer *peer,
     struct meta *m = arg;
     Unibus__Route__Discover d;
     struct ub_framed *f;
-    uint8_t buf[512];
+    uint8_t buf[8192];
     size_t len;
     uint64_t lid = 0;
     const char *laddr = NULL;
     (void)group;
     (void)peer;
 
+    Unibus__Route__Member members[DISC_MAX_CONFIG];
+    Unibus__Route__Member *mptrs[DISC_MAX_CONFIG];
+
     unibus__route__discover__init(&d);
     d.has_state = node_has_state(m);
     if (m->node && m->phase == PH_RUN) {
+        const struct raft_configuration *c = rg_node_configuration(m->node);
         rg_node_leader(m->node, &lid, &laddr);
+        for (unsigned i = 0; i < c->n && i < DISC_MAX_CONFIG; i++) {
+            unibus__route__member__init(&members[i]);
+            members[i].id = c->servers[i].id;
+            members[i].address = c->servers[i].address;
+            members[i].role =
+                c->servers[i].role == RAFT_VOTER     ? UNIBUS__ROUTE__ROLE__ROLE_VOTER
+                : c->servers[i].role == RAFT_STANDBY ? UNIBUS__ROUTE__ROLE__ROLE_STANDBY
+                                                     : UNIBUS__ROUTE__ROLE__ROLE_SPARE;
+            mptrs[i] = &members[i];
+            d.n_config++;
+        }
+        d.config = mptrs;
     }
     d.leader_id = lid;
     d.leader_address = (char *)(laddr ? laddr : "");
-    len = unibus__route__discover__get_packed_size(&d);
+    d.kv_replicas = m->kv_replicas;
+    {
+        char *names[DISC_MAX_CONFIG + 1];
+        unsigned k = 0;
+        names[k++] = m->advertise;
+        for (unsigned i = 0; i < m->n_peers && k <= DISC_MAX_CONFIG; i++) {
+            names[k++] = m->peers[i].route;
+        }
+        d.members = names;
+        d.n_members = k;
+        len = unibus__route__discover__get_packed_size(&d);
+        if (len <= sizeof buf) {
+            unibus__route__discover__pack(&d, buf);
+        }
+    }
     f = ub_framed_start(stream, free_stream, 64, ignore_frame, ignore_close,
                         NULL);
     if (f == NULL) {
@@ -1072,13 +1109,33 @@ static void discover_accept_cb(void *arg, const struct rt_peer *peer,
         return;
     }
     if (len <= sizeof buf) {
-        unibus__route__discover__pack(&d, buf);
         ub_framed_send(f, buf, len);
     }
     ub_framed_end(f);
 }
 
 static void start_raft(struct meta *m, bool bootstrap);
+static int cmp_server(const void *a, const void *b);
+
+/* True when names (a peer's own address and its routes) is the same set as
+ * ours (our advertised address and our routes). */
+static bool same_member_set(struct meta *m, const char *const *names,
+                            size_t n)
+{
+    if (n != (size_t)m->n_peers + 1) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        bool found = strcmp(names[i], m->advertise) == 0;
+        for (unsigned j = 0; !found && j < m->n_peers; j++) {
+            found = strcmp(names[i], m->peers[j].route) == 0;
+        }
+        if (!found) {
+            return false;
+        }
+    }
+    return true;
+}
 
 static void disc_frame_cb(struct ub_framed *f, const uint8_t *buf, size_t len)
 {
@@ -1094,6 +1151,23 @@ static void disc_frame_cb(struct ub_framed *f, const uint8_t *buf, size_t len)
         p->leader_id = d->leader_id;
         snprintf(p->leader_address, sizeof p->leader_address, "%s",
                  d->leader_address);
+        p->kv_replicas = d->kv_replicas;
+        p->same_members = p->m && same_member_set(p->m, (const char *const *)d->members,
+                                                  d->n_members);
+        p->n_config = 0;
+        for (size_t i = 0; i < d->n_config && i < DISC_MAX_CONFIG; i++) {
+            const Unibus__Route__Member *mm = d->config[i];
+            snprintf(p->config_addr[i], sizeof p->config_addr[i], "%s",
+                     mm->address);
+            p->config[i].id = mm->id;
+            p->config[i].address = p->config_addr[i];
+            p->config[i].role =
+                mm->role == UNIBUS__ROUTE__ROLE__ROLE_STANDBY ? RAFT_STANDBY
+                : mm->role == UNIBUS__ROUTE__ROLE__ROLE_SPARE ? RAFT_SPARE
+                                                              : RAFT_VOTER;
+            p->n_config++;
+        }
+        qsort(p->config, p->n_config, sizeof p->config[0], cmp_server);
         if (d->leader_id != 0 && d->leader_address[0] && p->m) {
             p->m->hint_id = d->leader_id;
             snprintf(p->m->hint_addr, sizeof p->m->hint_addr, "%s",
@@ -1123,7 +1197,7 @@ static void disc_connect_cb(void *arg, int status, const struct rt_peer *peer,
     p->id = peer->id;
     snprintf(p->address, sizeof p->address, "%s", peer->address);
     snprintf(p->name, sizeof p->name, "%s", peer->name);
-    p->f = ub_framed_start(stream, free_stream, 4096, disc_frame_cb,
+    p->f = ub_framed_start(stream, free_stream, 16384, disc_frame_cb,
                            disc_close_cb, p);
     if (p->f == NULL) {
         uv_close((uv_handle_t *)stream, close_free_cb);
@@ -1136,30 +1210,120 @@ static int cmp_server(const void *a, const void *b)
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* Runs from the housekeeping timer while discovering. */
+/* The configuration this node would bootstrap: itself and every peer,
+ * sorted by id, the first kv_replicas voters. Every node of one static
+ * bootstrap computes the same one. servers must hold n_peers + 1. */
+static unsigned bootstrap_config(struct meta *m, struct rg_server *servers)
+{
+    unsigned n = 0;
+    servers[n].id = m->id;
+    servers[n++].address = m->advertise;
+    for (unsigned i = 0; i < m->n_peers; i++) {
+        servers[n].id = m->peers[i].id;
+        servers[n++].address = m->peers[i].address;
+    }
+    qsort(servers, n, sizeof *servers, cmp_server);
+    for (unsigned i = 0; i < n; i++) {
+        servers[i].role = i < m->kv_replicas ? RAFT_VOTER : RAFT_STANDBY;
+    }
+    return n;
+}
+
+static bool same_config(const struct rg_server *a, unsigned na,
+                        const struct rg_server *b, unsigned nb)
+{
+    if (na != nb) {
+        return false;
+    }
+    for (unsigned i = 0; i < na; i++) {
+        if (a[i].id != b[i].id || a[i].role != b[i].role ||
+            strcmp(a[i].address, b[i].address) != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool config_has(const struct disc_peer *p, uint64_t id)
+{
+    for (unsigned i = 0; i < p->n_config; i++) {
+        if (p->config[i].id == id) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Runs from the housekeeping timer while discovering. A node with an empty
+ * directory bootstraps when every peer has answered and each one either has
+ * no state or has exactly the configuration this node would bootstrap (it
+ * bootstrapped in the same round, moments earlier). A peer with any other
+ * state means a running cluster: join it. */
 static void discover_tick(struct meta *m)
 {
     unsigned answered = 0;
-    bool any_state = false;
+    bool foreign_state = false;
     uint64_t now = uv_now(m->loop);
 
     for (unsigned i = 0; i < m->n_peers; i++) {
         struct disc_peer *p = &m->peers[i];
         if (p->answered) {
             answered++;
-            any_state = any_state || p->has_state;
+            /* A cluster that does not list us: we are new to it. */
+            foreign_state =
+                foreign_state || (p->has_state && !config_has(p, m->id));
         } else if (p->dial == NULL && p->f == NULL) {
             rt_hub_connect(m->hub, p->route, 0, RT_KIND_DISCOVER, META_GROUP,
                            disc_connect_cb, p, &p->dial);
         }
     }
-    if (any_state) {
+    if (foreign_state) {
         ub_info("meta", "a cluster already exists: joining it");
         start_raft(m, false);
         return;
     }
     if (answered == m->n_peers) {
-        start_raft(m, true);
+        struct rg_server *mine;
+        unsigned n;
+        bool same = true;
+        for (unsigned i = 0; i < m->n_peers; i++) {
+            struct disc_peer *p = &m->peers[i];
+            if (!p->has_state &&
+                (!p->same_members || p->kv_replicas != m->kv_replicas)) {
+                if (now - m->disc_last_log >= 5000) {
+                    m->disc_last_log = now;
+                    ub_error("meta",
+                             "not bootstrapping: peer %s names other nodes "
+                             "in --routes or runs another --kv-replicas "
+                             "(%u, ours %u); every node of a new cluster "
+                             "must list the same nodes and replicas",
+                             p->route, p->kv_replicas, m->kv_replicas);
+                }
+                /* Ask again: the operator may fix and restart it. */
+                for (unsigned k = 0; k < m->n_peers; k++) {
+                    m->peers[k].answered = false;
+                }
+                return;
+            }
+        }
+        mine = calloc(m->n_peers + 1, sizeof *mine);
+        if (mine == NULL) {
+            return;
+        }
+        n = bootstrap_config(m, mine);
+        for (unsigned i = 0; i < m->n_peers; i++) {
+            struct disc_peer *p = &m->peers[i];
+            if (p->has_state &&
+                !same_config(mine, n, p->config, p->n_config)) {
+                same = false;
+            }
+        }
+        free(mine);
+        if (!same) {
+            ub_info("meta", "a peer's configuration differs from the one we "
+                            "would bootstrap: joining the running cluster");
+        }
+        start_raft(m, same);
         return;
     }
     if (now - m->disc_last_log >= 5000) {
@@ -1208,17 +1372,10 @@ static void start_raft(struct meta *m, bool bootstrap)
             ub_error("meta", "out of memory bootstrapping");
             exit(70);
         }
-        servers[n].id = m->id;
-        servers[n++].address = m->advertise;
-        for (unsigned i = 0; i < m->n_peers; i++) {
-            servers[n].id = m->peers[i].id;
-            servers[n++].address = m->peers[i].address;
-        }
         /* Every node sorts the same set the same way: identical configs. */
-        qsort(servers, n, sizeof *servers, cmp_server);
-        for (unsigned i = 0; i < n; i++) {
-            servers[i].role = i < m->kv_replicas ? RAFT_VOTER : RAFT_STANDBY;
-            if (i > 0 && servers[i].id == servers[i - 1].id) {
+        n = bootstrap_config(m, servers);
+        for (unsigned i = 1; i < n; i++) {
+            if (servers[i].id == servers[i - 1].id) {
                 ub_error("meta", "two nodes share the name behind id %016" PRIx64
                                  "; every --name must be unique",
                          servers[i].id);

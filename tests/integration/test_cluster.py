@@ -28,6 +28,7 @@ class ThreeNodes(unittest.TestCase):
         # Low snapshot threshold so restarts and catch-up exercise snapshots.
         self.c = ubcluster.Cluster(BIN, n=3, snapshot_threshold=64,
                                    snapshot_trailing=32, spare_names=["n4"])
+        self.addCleanup(self.c.close)
         self.c.start()
         self.leader = self.c.wait_leader(timeout=40)
 
@@ -205,6 +206,48 @@ class ThreeNodes(unittest.TestCase):
             self.assertIn("stopped cleanly", n.log())
 
 
+class StaggeredBootstrap(unittest.TestCase):
+    """Nodes of a new cluster started seconds apart still bootstrap one
+    configuration: a late node finds peers that bootstrapped moments earlier
+    with exactly the configuration it would make, and bootstraps too."""
+
+    def test_late_third_node(self):
+        c = ubcluster.Cluster(BIN, n=3)
+        self.addCleanup(c.close)
+        for n in c.nodes[:2]:
+            n.start()
+        time.sleep(1.5)
+        c.nodes[2].start()
+        leader = c.wait_leader(timeout=40)
+        st, j = leader.cluster_info()
+        self.assertEqual(sorted(m["role"] for m in j["members"]), ["voter"] * 3)
+        st, j = leader.put("boot", "k", "v")
+        self.assertEqual(st, 200)
+
+    def test_disagreeing_routes_do_not_bootstrap(self):
+        c = ubcluster.Cluster(BIN, n=3)
+        self.addCleanup(c.close)
+        # n3 names a fourth node the others do not know.
+        c.nodes[2].extra = []
+        bogus = "nats://127.0.0.1:%d" % ubcluster.free_port()
+        for n in c.nodes:
+            n.start() if n is not c.nodes[2] else None
+        args = c.nodes[2].args()
+        args[args.index("--routes") + 1] += "," + bogus
+        import subprocess
+        with open(c.nodes[2].log_path, "ab") as logf:
+            p = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT)
+        try:
+            time.sleep(6)
+            for n in c.nodes[:2]:
+                st, j = n.health()
+                self.assertEqual(st, 503, j)
+            self.assertIn("not bootstrapping", c.nodes[0].log() + c.nodes[1].log())
+        finally:
+            p.kill()
+            p.wait()
+
+
 class RouteRefusals(unittest.TestCase):
     """Routes accept only certificates of the dedicated cluster CA, naming
     the node that presents them; everything else is refused and logged, and
@@ -213,6 +256,7 @@ class RouteRefusals(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.c = ubcluster.Cluster(BIN, n=3, spare_names=["n4"])
+        cls.addClassCleanup(cls.c.close)
         cls.c.start()
         cls.leader = cls.c.wait_leader(timeout=40)
         cls.certs = cls.c.certs

@@ -36,6 +36,7 @@ class OneNode(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.c = ubcluster.Cluster(BIN, n=1)
+        cls.addClassCleanup(cls.c.close)
         cls.n = cls.c.nodes[0]
         cls.n.extra = ["--blob-max-bytes", str(2 * 1024 * 1024)]
         cls.c.start()
@@ -288,6 +289,7 @@ class ThreeNodes(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.c = ubcluster.Cluster(BIN, n=3)
+        cls.addClassCleanup(cls.c.close)
         cls.c.start()
         cls.leader = cls.c.wait_leader(timeout=40)
         ubcluster.wait_for(lambda: cls.leader.request("GET", "/v1/me")[0] == 200,

@@ -17,6 +17,7 @@ class SingleNode(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.c = ubcluster.Cluster(BIN, n=1)
+        cls.addClassCleanup(cls.c.close)
         cls.c.start()
         cls.n = cls.c.nodes[0]
         cls.c.wait_leader()
@@ -195,6 +196,7 @@ class Ctl(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.c = ubcluster.Cluster(BIN, n=1)
+        cls.addClassCleanup(cls.c.close)
         cls.c.start()
         cls.n = cls.c.nodes[0]
         cls.c.wait_leader()

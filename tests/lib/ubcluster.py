@@ -17,6 +17,20 @@ import urllib.parse
 
 import ubsign
 
+import atexit
+
+_LIVE = set()
+
+
+@atexit.register
+def _kill_leftovers():
+    """No daemon outlives the test process, whatever failed."""
+    for proc in list(_LIVE):
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -72,6 +86,7 @@ class Node:
         self.proc = subprocess.Popen(self.args(), stdout=self.logf,
                                      stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
+        _LIVE.add(self.proc)
         return self
 
     def kill(self):
