@@ -252,7 +252,12 @@ static void nonce_claimed(void *arg, const struct meta_result *res)
         return;
     }
     a->c->stats.auth_ok++;
-    a->who.claim_index = res->kv.revision;
+    /* The claim entry was appended after the request arrived, so every
+     * write committed before it lies below it: reading at the index before
+     * the claim is linearizable, and a follower usually has that applied
+     * already (the claim's own commit it would learn only from the next
+     * heartbeat). */
+    a->who.claim_index = res->kv.revision > 1 ? res->kv.revision - 1 : 0;
     a->cb(a->arg, a->r, &a->who);
     free(a);
 }

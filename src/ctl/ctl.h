@@ -26,11 +26,12 @@ struct ctl_config {
 struct ctl_caller {
     char handle[65];
     bool admin;
-    uint64_t claim_index; /* raft index of the request's nonce claim */
+    uint64_t claim_index; /* index just below the request's nonce claim */
 };
 
 /* A linearizable read for an authenticated request: it waits only until the
- * local KV has applied the request's nonce claim (see meta_read_at). */
+ * local KV has applied what preceded the request's nonce claim (see
+ * meta_read_at). */
 int ctl_read(struct ctl *c, const struct ctl_caller *who,
              void (*cb)(void *arg, const struct meta_result *res), void *arg);
 
