@@ -19,6 +19,17 @@ if [ ! -f "$root/certs/cluster-ca.crt" ]; then
     echo "==> generating certificates in $root/certs"
 fi
 deploy/cluster/generate-cluster-certs.sh --out "$root/certs" n1 n2 n3 >/dev/null
+# The cluster's first admin: a key made here, given to every node with
+# --bootstrap-admin (a public key, so argv is fine).
+if [ ! -f "$root/admin.nk" ]; then
+    build/src/cli/unibusctl keygen --out "$root/admin" --json \
+        | sed -n 's/.*"sign_pub": "\([^"]*\)".*/\1/p' >"$root/admin.pub"
+fi
+admin_pub=$(cat "$root/admin.pub")
+ctl() {
+    build/src/cli/unibusctl --url http://127.0.0.1:8471 --handle admin \
+        --seed-file "$root/admin.nk" "$@"
+}
 
 routes="nats://127.0.0.1:6251,nats://127.0.0.1:6252,nats://127.0.0.1:6253"
 for i in 1 2 3; do
@@ -34,23 +45,26 @@ for i in 1 2 3; do
         --route-tls-key "$root/certs/n$i/route.key" \
         --route-tls-ca "$root/certs/cluster-ca.crt" \
         --cluster-pass-file "$root/certs/cluster.pass" \
+        --bootstrap-admin "admin=$admin_pub" \
         >>"$root/n$i.log" 2>&1 &
     echo $! >"$pidf"
     echo "==> started n$i (pid $!, log $root/n$i.log)"
 done
 
-printf "==> waiting for a leader"
-for _ in $(seq 1 100); do
-    if curl -fsS http://127.0.0.1:8471/healthz 2>/dev/null | grep -q '"leader":"n'; then
+printf "==> waiting for a leader and the first admin"
+for _ in $(seq 1 150); do
+    if curl -fsS http://127.0.0.1:8471/healthz 2>/dev/null | grep -q '"leader":"n' &&
+        ctl me >/dev/null 2>&1; then
         echo
-        build/src/cli/unibusctl --url http://127.0.0.1:8471 cluster status
+        ctl cluster status
         echo
-        echo "Try: build/src/cli/unibusctl --url http://127.0.0.1:8472 kv put demo k v"
+        echo "Try: build/src/cli/unibusctl --url http://127.0.0.1:8472 --handle admin \\"
+        echo "         --seed-file $root/admin.nk kv put demo k v"
         exit 0
     fi
     printf "."
     sleep 0.2
 done
 echo
-echo "cluster-up: no leader after 20 s; see $root/n*.log" >&2
+echo "cluster-up: no leader or admin after 30 s; see $root/n*.log" >&2
 exit 1

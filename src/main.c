@@ -319,8 +319,7 @@ static int run(struct daemon *d)
     mc.heartbeat_ms = (unsigned)c->heartbeat_ms;
     mc.snapshot_threshold = (unsigned)c->snapshot_threshold;
     mc.snapshot_trailing = (unsigned)c->snapshot_trailing;
-    if (meta_create(&d->loop, d->hub, &mc, &d->meta, err, sizeof err) != 0 ||
-        meta_start(d->meta, err, sizeof err) != 0) {
+    if (meta_create(&d->loop, d->hub, &mc, &d->meta, err, sizeof err) != 0) {
         ub_error("main", "%s", err);
         return 2;
     }
@@ -364,6 +363,12 @@ static int run(struct daemon *d)
         return 2;
     }
     api_set_server(d->api, d->http);
+    /* Raft starts last: a bad HTTP flag or a busy port must be reported
+     * before any raft state is written. */
+    if (meta_start(d->meta, err, sizeof err) != 0) {
+        ub_error("main", "%s", err);
+        return 2;
+    }
     ub_info("main", "membershipd %s: node %s, HTTP on %s%s, data in %s",
             UB_VERSION, c->name, c->http_listen, c->tls_cert ? " (TLS)" : "",
             c->data_dir);

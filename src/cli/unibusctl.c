@@ -247,9 +247,14 @@ static int cmd_status(struct ctl *ctl)
     if (ctl->json) {
         return print_json(j);
     }
-    json_unpack(j, "{s?s,s:I,s:I,s:I,s:b,s:o,s?s}", "leader", &leader, "term",
-                &term, "commit_index", &commit, "applied_index", &applied,
-                "ha", &ha, "members", &members, "warning", &warning);
+    /* Field by field: "leader" is null while there is none. */
+    leader = json_string_value(json_object_get(j, "leader"));
+    warning = json_string_value(json_object_get(j, "warning"));
+    term = json_integer_value(json_object_get(j, "term"));
+    commit = json_integer_value(json_object_get(j, "commit_index"));
+    applied = json_integer_value(json_object_get(j, "applied_index"));
+    ha = json_is_true(json_object_get(j, "ha"));
+    members = json_object_get(j, "members");
     printf("leader: %s   term: %lld   commit: %lld   applied: %lld\n",
            leader ? leader : "(none)", (long long)term, (long long)commit,
            (long long)applied);

@@ -3,9 +3,8 @@
  *
  * Authentication of one request:
  *   parse the header -> timestamp within the skew -> member known (a local
- *   read, then a linearizable one before saying "unknown") -> signature
- *   verifies -> nonce claimed through raft (KV nonce claim, expiring after
- *   the skew window) -> handler.
+ *   read) -> signature verifies -> nonce claimed through raft (KV nonce
+ *   claim, expiring after the skew window) -> handler.
  * The nonce claim comes last so that unauthenticated traffic never writes
  * to the log. */
 #include "internal.h"
@@ -38,11 +37,14 @@ void ctl_meta_error(struct http_req *r, const struct meta_result *res)
     switch (res->err) {
     case META_ETIMEOUT:
         http_req_error(r, 504, "timeout",
-                       "the cluster did not commit in time; the change may or "
-                       "may not have been applied");
+                       "the cluster did not answer in time; a change it "
+                       "carried may or may not have been applied (%s)",
+                       res->message);
         break;
     case META_ENOLEADER:
-        http_req_error(r, 503, "no_leader", "no leader is reachable");
+        http_req_error(r, 503, "no_leader",
+                       "no leader is reachable; nothing was applied (%s)",
+                       res->message);
         break;
     case META_ESHUTDOWN:
         http_req_error(r, 503, "shutting_down",
@@ -220,7 +222,6 @@ struct auth {
     void *arg;
     struct sigv1_auth sa;
     struct ctl_caller who;
-    bool reread;
 };
 
 static void auth_fail(struct auth *a, int status, const char *code,
@@ -262,20 +263,6 @@ static void nonce_claimed(void *arg, const struct meta_result *res)
     free(a);
 }
 
-static void auth_check_member(struct auth *a);
-
-static void auth_reread(void *arg, const struct meta_result *res)
-{
-    struct auth *a = arg;
-    if (res->err != META_OK) {
-        a->c->stats.auth_failed++;
-        ctl_meta_error(a->r, res);
-        free(a);
-        return;
-    }
-    auth_check_member(a);
-}
-
 static void auth_check_member(struct auth *a)
 {
     struct ctl *c = a->c;
@@ -286,16 +273,13 @@ static void auth_check_member(struct auth *a)
     char key[CTL_NAME_MAX + SIGV1_NONCE_MAX + 2];
     struct kv_cmd cmd;
 
-    if (rv == 1 && !a->reread) {
-        /* Maybe a member this node has not applied yet. */
-        a->reread = true;
-        if (meta_read(c->meta, auth_reread, a) != 0) {
-            auth_fail(a, 503, "no_leader", "no leader is reachable");
-        }
-        return;
-    }
+    /* A local read only: a request that is not yet authenticated must not
+     * cause a log write. A member created moments ago may not have reached
+     * a lagging follower yet; its nonce was not consumed, so the client can
+     * simply retry. */
     if (rv != 0) {
-        auth_fail(a, 401, "unknown_member", "no member with this handle");
+        auth_fail(a, 401, "unknown_member",
+                  "no member with this handle (on this node, as of now)");
         return;
     }
     rv = sigv1_verify(&a->sa, http_req_method(a->r), http_req_raw_path(a->r),
@@ -317,8 +301,11 @@ static void auth_check_member(struct auth *a)
     /* A claim must outlive the window in which the request is acceptable;
      * expiry travels in the entry so every replica agrees. */
     cmd.nonce.expires_at = (a->sa.ts + (int64_t)c->cfg.skew_s + 1) * 1000;
-    if (meta_write(c->meta, &cmd, nonce_claimed, a) != 0) {
-        auth_fail(a, 503, "no_leader", "the nonce could not be claimed");
+    rv = meta_write(c->meta, &cmd, nonce_claimed, a);
+    if (rv != 0) {
+        auth_fail(a, rv == META_EINVALID ? 401 : 503,
+                  rv == META_EINVALID ? "bad_nonce" : "unavailable",
+                  "the nonce could not be claimed");
     }
 }
 

@@ -253,8 +253,22 @@ static void write_done(void *arg, const struct meta_result *res)
 
 static bool valid_user_bucket(const char *b)
 {
-    /* Buckets starting with '_' hold the cluster's own records. */
-    return kv_valid_bucket(b) && b[0] != '_';
+    /* Buckets starting with '_' and the control plane's own hold records
+     * whose invariants only the control plane keeps (deleting a nonce claim
+     * would re-enable a replay): readable by admins, never writable here. */
+    static const char *const reserved[] = {
+        CTL_B_MEMBERS, CTL_B_NKEYS, CTL_B_ROOMS, CTL_B_SEALED,
+        CTL_B_BLOBS,   CTL_B_BLOBDATA, KV_NONCE_BUCKET,
+    };
+    if (!kv_valid_bucket(b) || b[0] == '_') {
+        return false;
+    }
+    for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++) {
+        if (strcmp(b, reserved[i]) == 0) {
+            return false;
+        }
+    }
+    return true;
 }
 
 static void handle_kv(struct api *a, struct http_req *r, const char *rest,
@@ -356,7 +370,8 @@ static void handle_kv(struct api *a, struct http_req *r, const char *rest,
 
         if (!valid_user_bucket(p->bucket)) {
             ERR(a, r, 403, "reserved_bucket",
-                "buckets starting with '_' belong to the cluster");
+                "this bucket belongs to the control plane or the cluster: "
+                "change it through its own endpoints");
             goto out_free;
         }
         if (parse_rev(r, &has_rev, &rev) != 0) {
@@ -496,10 +511,13 @@ static void member_done(void *arg, const struct meta_result *res)
     struct pending *p = arg;
     if (res->err != META_OK) {
         meta_error(p->a, p->r, res);
-    } else {
-        respond_json(p->a, p->r, 200, cluster_json(p->a, NULL));
+        free(p);
+        return;
     }
-    free(p);
+    /* Answer with the leader's view of member health. */
+    if (meta_health(p->a->meta, cluster_read_done, p) != 0) {
+        cluster_read_done(p, NULL);
+    }
 }
 
 /* Finds a member's id by name (recorded names) or by 16-hex-digit id. */

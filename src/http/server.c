@@ -26,7 +26,9 @@
 #include "lib/log.h"
 
 #define MAX_PARAMS 16
-#define DRAIN_DEADLINE_MS 5000
+/* Past main's 5 s grace, so that requests still waiting get their 503
+ * from the closing meta group before their connections are cut. */
+#define DRAIN_DEADLINE_MS 8000
 
 struct conn {
     uv_tcp_t tcp;
@@ -522,6 +524,9 @@ int http_server_create(uv_loop_t *loop, const struct http_server_config *cfg,
         struct sockaddr_in a4;
         struct sockaddr_in6 a6;
         const struct sockaddr *sa;
+        if (strcmp(hostname, "localhost") == 0) {
+            snprintf(hostname, sizeof hostname, "127.0.0.1");
+        }
         if (uv_ip4_addr(hostname, port, &a4) == 0) {
             sa = (const struct sockaddr *)&a4;
         } else if (uv_ip6_addr(hostname, port, &a6) == 0) {

@@ -27,7 +27,7 @@
 #define KV_MAX_VALUE (1024 * 1024)      /* value bytes */
 #define KV_MAX_TXN_OPS 128              /* each of compares, success, failure */
 #define KV_MAX_TXN_VALUE (4 * 1024 * 1024) /* sum of value bytes in one txn */
-#define KV_MAX_NONCE 128                /* nonce bytes */
+#define KV_MAX_NONCE 192                /* nonce bytes (handle/nonce fits) */
 #define KV_MAX_CMD_BYTES (8 * 1024 * 1024) /* encoded command size */
 #define KV_MAX_LIST 10000               /* entries per kv_store_list call */
 #define KV_PURGE_MAX 10000              /* keys deleted by one purge command */

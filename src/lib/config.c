@@ -110,7 +110,7 @@ static int load_pass(struct ub_config *c, char *err, size_t errlen)
     const char *env = getenv("UNIBUS_CLUSTER_PASS");
     if (c->cluster_pass_file) {
         FILE *f = fopen(c->cluster_pass_file, "r");
-        char buf[512];
+        char buf[1026];
         size_t n;
         if (f == NULL) {
             snprintf(err, errlen, "cannot read --cluster-pass-file %s: %s",
@@ -120,6 +120,11 @@ static int load_pass(struct ub_config *c, char *err, size_t errlen)
         n = fread(buf, 1, sizeof buf - 1, f);
         fclose(f);
         buf[n] = '\0';
+        if (n > 1025) {
+            snprintf(err, errlen, "the cluster secret in %s is longer than "
+                                  "1024 bytes", c->cluster_pass_file);
+            return -1;
+        }
         while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' ||
                          buf[n - 1] == ' ')) {
             buf[--n] = '\0';
@@ -253,6 +258,11 @@ int ub_config_load(struct ub_config *c, int argc, char **argv, char *err,
     }
     if (c->blob_max_bytes < 1024 || c->blob_max_bytes > 64 * 1024 * 1024) {
         snprintf(err, errlen, "--blob-max-bytes must be 1024 to 67108864");
+        return -1;
+    }
+    if ((c->tls_cert == NULL) != (c->tls_key == NULL)) {
+        snprintf(err, errlen, "--tls-cert and --tls-key go together: give "
+                              "both or neither");
         return -1;
     }
     if (c->snapshot_threshold < 16 || c->snapshot_trailing < 16) {

@@ -60,6 +60,7 @@ struct op {
     bool local_only;    /* served for a follower: never forward again */
     bool inflight;      /* an attempt is running */
     bool forwarded;     /* waiting in the forward client's lists */
+    bool sent;          /* reached raft or a leader at least once */
     bool waiting_apply; /* follower read: waiting until applied >= index */
     uint64_t next_try;  /* uv_now before which the sweep leaves it alone */
     void *buf;          /* encoded kv command (writes) */
@@ -299,15 +300,13 @@ static void sweep_cb(uv_timer_t *t)
             /* The leader took it and never answered (stopped, partitioned):
              * the outcome of a write is unknown. */
             fwd_forget(op);
-            op_finish(op,
-                      op->kind == OP_WRITE ? META_ETIMEOUT : META_ENOLEADER,
-                      "the leader did not answer in time");
+            op_finish(op, META_ETIMEOUT, "the leader did not answer in time");
         } else if (!op->inflight) {
             if (now < op->next_try) {
                 /* Backing off after a failed attempt. */
             } else if (now >= op->deadline) {
-                op_finish(op,
-                          op->kind == OP_WRITE ? META_ETIMEOUT : META_ENOLEADER,
+                /* Never handed to a leader: it certainly did not happen. */
+                op_finish(op, op->sent ? META_ETIMEOUT : META_ENOLEADER,
                           op->res.message[0]
                               ? op->res.message
                               : "no leader could take the request in time");
@@ -460,6 +459,7 @@ static void attempt_local(struct op *op)
         memcpy(copy, op->buf, op->len);
         op->inflight = true;
         rv = rg_node_apply(m->node, copy, op->len, local_apply_cb, op);
+        op->sent = op->sent || rv == 0;
         break;
     case OP_READ:
         op->inflight = true;
@@ -472,6 +472,7 @@ static void attempt_local(struct op *op)
         }
         m->changing = true;
         op->inflight = true;
+        op->sent = true;
         member_step(op);
         return;
     case OP_REMOVE:
@@ -522,6 +523,9 @@ static void attempt_local(struct op *op)
     if (rv != 0) {
         if (raft_retryable(rv) || rv == RAFT_SHUTDOWN) {
             op_retry(op, raft_strerror(rv));
+        } else if (op->kind == OP_TRANSFER && rv == RAFT_NOTFOUND) {
+            op_finish(op, META_EINVALID,
+                      "no other voter is up to date enough to take over");
         } else if (rv == RAFT_BADID || rv == RAFT_NOTFOUND) {
             op_finish(op, META_EINVALID, raft_strerror(rv));
         } else {
@@ -647,6 +651,7 @@ static void client_connect_cb(void *arg, int status, const struct rt_peer *peer,
     while (q) {
         struct fwd_pending *next = q->next;
         q->next = NULL;
+        q->op->sent = true;
         if (client_send(c, q) != 0) {
             q->op->forwarded = false;
             op_retry(q->op, "forward channel failed");
@@ -792,7 +797,9 @@ static void attempt_forward(struct op *op, uint64_t leader_id,
         free(p);
         op->forwarded = false;
         op_retry(op, "forward channel failed");
+        return;
     }
+    op->sent = true;
 }
 
 /* Takes a forwarded op out of the client's lists (its answer, should it
@@ -1376,8 +1383,11 @@ static void start_raft(struct meta *m, bool bootstrap)
         n = bootstrap_config(m, servers);
         for (unsigned i = 1; i < n; i++) {
             if (servers[i].id == servers[i - 1].id) {
-                ub_error("meta", "two nodes share the name behind id %016" PRIx64
-                                 "; every --name must be unique",
+                ub_error("meta", "two route addresses lead to the node with "
+                                 "id %016" PRIx64 ": either two nodes share "
+                                 "a --name, or --routes lists this node "
+                                 "under another address than its "
+                                 "--route-advertise",
                          servers[i].id);
                 exit(78);
             }
@@ -1756,7 +1766,9 @@ int meta_member_add(struct meta *m, const char *name, const char *address,
         return META_ESHUTDOWN;
     }
     if (name == NULL || *name == '\0' || strlen(name) >= 64 ||
-        address == NULL || *address == '\0' || strlen(address) >= 256) {
+        address == NULL || *address == '\0' || strlen(address) >= 256 ||
+        m->hub == NULL) {
+        /* Without --routes there is no way to reach another node. */
         return META_EINVALID;
     }
     op = op_new(m, OP_ADD, MEMBER_DEADLINE_MS, cb, arg);

@@ -114,6 +114,12 @@ bool rg_dir_has_state(const char *dir)
     return stat(path, &st) == 0;
 }
 
+static const char *state_name(int s)
+{
+    const char *name = raft_state_name(s);
+    return name ? name : "none";
+}
+
 static void notify_change(struct rg_node *n)
 {
     unsigned short s = (unsigned short)raft_state(&n->raft);
@@ -127,7 +133,7 @@ static void notify_change(struct rg_node *n)
         n->leader_changes++;
     }
     ub_info("raft", "state %s -> %s, term %llu, leader %016llx",
-            raft_state_name(n->last_state), raft_state_name(s),
+            state_name(n->last_state), state_name(s),
             (unsigned long long)raft_current_term(&n->raft),
             (unsigned long long)lid);
     n->last_state = s;

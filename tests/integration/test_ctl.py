@@ -94,6 +94,22 @@ class OneNode(unittest.TestCase):
         # healthz and metrics need no signature.
         self.assertEqual(n.request("GET", "/healthz", ident=None)[0], 200)
 
+    def test_longest_handle_and_nonce(self):
+        ident = self.member("h" * 64)
+        h = ident.authorization("GET", "/v1/me", b"", nonce="n" * 64)
+        st, j = self.n.request("GET", "/v1/me", ident=None, headers={"Authorization": h})
+        self.assertEqual(st, 200, j)
+
+    def test_control_plane_buckets_are_not_writable_through_kv(self):
+        for bucket in ("members", "nkeys", "rooms", "sealed", "blobs", "blobdata",
+                       "nonces", "_ctl"):
+            st, j = self.n.request("PUT", "/v1/kv/%s/x" % bucket, b"v")
+            self.assertEqual((st, j["error"]["code"]), (403, "reserved_bucket"), bucket)
+            st, j = self.n.request("DELETE", "/v1/kv/%s/x" % bucket)
+            self.assertEqual(st, 403, bucket)
+        st, j = self.n.request("GET", "/v1/kv/members?limit=5")
+        self.assertEqual(st, 200)
+
     def test_roles(self):
         m = self.member("roleuser")
         for method, path in (("GET", "/v1/members"), ("GET", "/v1/cluster"),
