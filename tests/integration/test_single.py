@@ -335,6 +335,16 @@ class Posture(unittest.TestCase):
             self.assertEqual(rc, 2, args)
             self.assertTrue(out.strip(), args)
 
+    def test_every_flag_is_documented(self):
+        import re
+        rc, out = self.run_bin("--help")
+        flags = set(re.findall(r"^  (--[a-z-]+)", out, re.M))
+        self.assertGreater(len(flags), 15)
+        with open(os.path.join(ubcluster.SRC, "docs", "configuration.md")) as f:
+            doc = f.read()
+        missing = sorted(fl for fl in flags if "`" + fl not in doc and fl + "`" not in doc)
+        self.assertEqual(missing, [], "flags missing from docs/configuration.md")
+
     def test_help_and_version(self):
         rc, out = self.run_bin("--help")
         self.assertEqual(rc, 0)
