@@ -67,10 +67,12 @@ export ETCDCTL_API=3
 # cleanup: every process we start is in ALL_PIDS until it is reaped
 ALL_PIDS=()
 SAMPLER_PID=""
+KVB_PID=""
 WORK=""
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    [ -n "$KVB_PID" ] && kill -KILL "$KVB_PID" 2>/dev/null
     if [ -n "$SAMPLER_PID" ]; then
         kill "$SAMPLER_PID" 2>/dev/null || true
         wait "$SAMPLER_PID" 2>/dev/null || true
@@ -92,6 +94,18 @@ cleanup() {
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT
 trap 'log "terminated"; exit 143' TERM
+
+# Runs kvbench in the background and waits for it, so that a signal to this
+# script is handled at once (bash runs traps only between commands).
+kvb() { # outfile args...
+    local out=$1 rc=0
+    shift
+    "$KVB" "$@" >"$out" 2>>"$WORK/kvbench.err" &
+    KVB_PID=$!
+    wait "$KVB_PID" || rc=$?
+    KVB_PID=""
+    return $rc
+}
 
 forget_pid() {
     local p=$1 out=() q
@@ -393,8 +407,8 @@ bench_one() { # cfg target mode run url pids...
     [ "$mode" = put-tp ] && rss_start "$@"
     local sign=()
     [ "$tgt" = unibus ] && sign=("${UB_SIGN[@]}")
-    if ! line=$("$KVB" --target "$tgt" --url "$url" --mode "$mode" -n "$n" \
-        --conc $CONC --prefix "run$run" "${sign[@]}" 2>>"$WORK/kvbench.err" | grep '^RESULT'); then
+    if ! kvb "$WORK/out" --target "$tgt" --url "$url" --mode "$mode" -n "$n" \
+        --conc $CONC --prefix "run$run" "${sign[@]}" || ! line=$(grep '^RESULT' "$WORK/out"); then
         [ "$mode" = put-tp ] && rss_stop >/dev/null
         tail -5 "$WORK/kvbench.err" >&2
         echo "$cfg $tgt $mode $run PROBLEM kvbench failed: $(tail -1 "$WORK/kvbench.err")" >>"$RAW"
@@ -423,8 +437,8 @@ run_config() { # 1 or 3
     et_start "$nodes"
     ubl=$(ub_wait) || { tail -20 "$UB_DIR"/n*.log >&2; die "unibus $cfg: no agreed leader within 60 s"; }
     etl=$(et_wait) || { tail -5 "$ET_DIR"/e*.out >&2; die "etcd $cfg: no leader within 60 s"; }
-    "$KVB" --target unibus --url "http://127.0.0.1:${UB_HTTP[$ubl]}" --mode ready "${UB_SIGN[@]}" \
-        >"$WORK/ready" 2>&1 || { cat "$WORK/ready" >&2; die "unibus $cfg: signed requests never succeeded"; }
+    kvb "$WORK/ready" --target unibus --url "http://127.0.0.1:${UB_HTTP[$ubl]}" --mode ready "${UB_SIGN[@]}" ||
+        { cat "$WORK/ready" >&2; die "unibus $cfg: signed requests never succeeded"; }
     log "$cfg up: unibus leader n$ubl (http ${UB_HTTP[$ubl]}), etcd leader e$etl (client ${ET_CLIENT[$etl]})"
     local ub_url="http://127.0.0.1:${UB_HTTP[$ubl]}" et_url="http://127.0.0.1:${ET_CLIENT[$etl]}"
     local ub_pids=("${UB_PID[@]:1:$nodes}") et_pids=("${ET_PID[@]:1:$nodes}")
@@ -487,9 +501,9 @@ failover_unibus() { # cfg trial
         urls="${urls:+$urls,}http://127.0.0.1:${UB_HTTP[$i]}"
     done
     log "$cfg failover $trial/$FO_TRIALS unibus: SIGKILL leader n$l"
-    line=$("$KVB" --target unibus --url "http://127.0.0.1:${UB_HTTP[$l]}" --mode failover \
-        --urls "$urls" --kill-pid "${UB_PID[$l]}" --prefix "fo$trial" "${UB_SIGN[@]}" \
-        2>>"$WORK/kvbench.err" | grep '^RESULT') ||
+    kvb "$WORK/out" --target unibus --url "http://127.0.0.1:${UB_HTTP[$l]}" --mode failover \
+        --urls "$urls" --kill-pid "${UB_PID[$l]}" --prefix "fo$trial" "${UB_SIGN[@]}" || true
+    line=$(grep '^RESULT' "$WORK/out") ||
         line="RESULT target=unibus mode=failover ok=0 kvbench-failed:$(tail -1 "$WORK/kvbench.err" | tr ' ' '_')"
     kill -KILL "${UB_PID[$l]}" 2>/dev/null || true # if kvbench gave up before its kill
     wait "${UB_PID[$l]}" 2>/dev/null || true
@@ -511,9 +525,9 @@ failover_etcd() {
         urls="${urls:+$urls,}http://127.0.0.1:${ET_CLIENT[$i]}"
     done
     log "$cfg failover $trial/$FO_TRIALS etcd: SIGKILL leader e$l"
-    line=$("$KVB" --target etcd --url "http://127.0.0.1:${ET_CLIENT[$l]}" --mode failover \
-        --urls "$urls" --kill-pid "${ET_PID[$l]}" --prefix "fo$trial" 2>>"$WORK/kvbench.err" |
-        grep '^RESULT') ||
+    kvb "$WORK/out" --target etcd --url "http://127.0.0.1:${ET_CLIENT[$l]}" --mode failover \
+        --urls "$urls" --kill-pid "${ET_PID[$l]}" --prefix "fo$trial" || true
+    line=$(grep '^RESULT' "$WORK/out") ||
         line="RESULT target=etcd mode=failover ok=0 kvbench-failed:$(tail -1 "$WORK/kvbench.err" | tr ' ' '_')"
     kill -KILL "${ET_PID[$l]}" 2>/dev/null || true
     wait "${ET_PID[$l]}" 2>/dev/null || true
