@@ -31,7 +31,9 @@
 #define KV_MAX_CMD_BYTES (8 * 1024 * 1024) /* encoded command size */
 #define KV_MAX_LIST 10000               /* entries per kv_store_list call */
 #define KV_PURGE_MAX 10000              /* keys deleted by one purge command */
-#define KV_REQUEST_TTL_MS (10 * 60 * 1000) /* how long request ids are kept */
+/* How long request ids are kept: well past the longest time a proposer
+ * retries one (meta: 60 s for membership, 10 s for writes). */
+#define KV_REQUEST_TTL_MS (2 * 60 * 1000)
 #define KV_REQUEST_ID_LEN 16
 #define KV_NONCE_BUCKET "nonces"
 

@@ -1159,6 +1159,7 @@ int kv_store_snapshot(struct kv_store *s, void *(*alloc)(size_t), void **buf,
     struct kv__snapshot_header h;
     sqlite3_int64 isz = 0;
     unsigned char *image;
+    unsigned char *owned = NULL; /* only when sqlite had to copy */
     size_t hlen;
     size_t total;
     uint8_t *out;
@@ -1168,7 +1169,15 @@ int kv_store_snapshot(struct kv_store *s, void *(*alloc)(size_t), void **buf,
         set_err(s, "snapshot during apply");
         return -1;
     }
-    image = sqlite3_serialize(s->d.db, "main", &isz, 0);
+    /* memdb keeps the whole image in one buffer: borrow it (no copy) and
+     * copy it once, into the snapshot itself, before anything can change
+     * it (this runs on the loop, between two applies). */
+    image = sqlite3_serialize(s->d.db, "main", &isz, SQLITE_SERIALIZE_NOCOPY);
+    if (image == NULL) {
+        /* Not contiguous in memory: fall back to a copy sqlite makes. */
+        image = sqlite3_serialize(s->d.db, "main", &isz, 0);
+        owned = image;
+    }
     if (image == NULL || isz <= 0) {
         set_db_err(s, "serialize");
         goto out;
@@ -1199,7 +1208,7 @@ int kv_store_snapshot(struct kv_store *s, void *(*alloc)(size_t), void **buf,
     ret = 0;
 
 out:
-    sqlite3_free(image);
+    sqlite3_free(owned);
     return ret;
 }
 

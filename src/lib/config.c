@@ -43,7 +43,7 @@ static const struct opt opts[] = {
     { "blob-max-bytes", OPT_INT, S(blob_max_bytes), "16777216", "largest blob accepted (bytes)" },
     { "election-timeout-ms", OPT_INT, S(election_timeout_ms), "1000", "raft election timeout (randomised 1x-2x)" },
     { "heartbeat-ms", OPT_INT, S(heartbeat_ms), "100", "raft heartbeat interval" },
-    { "snapshot-threshold", OPT_INT, S(snapshot_threshold), "1024", "raft entries between snapshots" },
+    { "snapshot-threshold", OPT_INT, S(snapshot_threshold), "8192", "raft entries between snapshots" },
     { "snapshot-trailing", OPT_INT, S(snapshot_trailing), "1024", "raft entries kept after a snapshot" },
 };
 
