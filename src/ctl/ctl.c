@@ -220,6 +220,7 @@ struct auth {
     struct http_req *r;
     ctl_authed_cb cb;
     void *arg;
+    bool defer; /* the handler claims the nonce in its own write */
     struct sigv1_auth sa;
     struct ctl_caller who;
 };
@@ -301,6 +302,15 @@ static void auth_check_member(struct auth *a)
     /* A claim must outlive the window in which the request is acceptable;
      * expiry travels in the entry so every replica agrees. */
     cmd.nonce.expires_at = (a->sa.ts + (int64_t)c->cfg.skew_s + 1) * 1000;
+    if (a->defer) {
+        a->who.claim_pending = true;
+        snprintf(a->who.claim_key, sizeof a->who.claim_key, "%s", key);
+        a->who.claim_expires = cmd.nonce.expires_at;
+        c->stats.auth_ok++;
+        a->cb(a->arg, a->r, &a->who);
+        free(a);
+        return;
+    }
     rv = meta_write(c->meta, &cmd, nonce_claimed, a);
     if (rv != 0) {
         auth_fail(a, rv == META_EINVALID ? 401 : 503,
@@ -309,8 +319,23 @@ static void auth_check_member(struct auth *a)
     }
 }
 
+static void authenticate(struct ctl *c, struct http_req *r, ctl_authed_cb cb,
+                         void *arg, bool defer);
+
 void ctl_authenticate(struct ctl *c, struct http_req *r, ctl_authed_cb cb,
                       void *arg)
+{
+    authenticate(c, r, cb, arg, false);
+}
+
+void ctl_authenticate_deferred(struct ctl *c, struct http_req *r,
+                               ctl_authed_cb cb, void *arg)
+{
+    authenticate(c, r, cb, arg, true);
+}
+
+static void authenticate(struct ctl *c, struct http_req *r, ctl_authed_cb cb,
+                         void *arg, bool defer)
 {
     const char *h = http_req_header(r, "authorization");
     struct auth *a = calloc(1, sizeof *a);
@@ -325,6 +350,7 @@ void ctl_authenticate(struct ctl *c, struct http_req *r, ctl_authed_cb cb,
     a->r = r;
     a->cb = cb;
     a->arg = arg;
+    a->defer = defer;
     rv = sigv1_parse(h, h ? strlen(h) : 0, &a->sa);
     if (rv != SIGV1_OK) {
         auth_fail(a, 401, sigv1_code_name(rv),

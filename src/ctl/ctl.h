@@ -27,6 +27,11 @@ struct ctl_caller {
     char handle[65];
     bool admin;
     uint64_t claim_index; /* index just below the request's nonce claim */
+    /* With ctl_authenticate_deferred: the nonce claim the caller must put
+     * into its own write (kv_cmd.claim), so that it costs no extra entry. */
+    bool claim_pending;
+    char claim_key[200];
+    int64_t claim_expires;
 };
 
 /* A linearizable read for an authenticated request: it waits only until the
@@ -48,6 +53,12 @@ typedef void (*ctl_authed_cb)(void *arg, struct http_req *r,
  * with 401 nonce_reused), then calls cb. */
 void ctl_authenticate(struct ctl *c, struct http_req *r, ctl_authed_cb cb,
                       void *arg);
+
+/* As ctl_authenticate, but the nonce is not claimed: who->claim_pending is
+ * set and the caller must attach the claim to the one write it proposes
+ * (and answer 401 nonce_reused when that write reports KV_NONCE_REUSED). */
+void ctl_authenticate_deferred(struct ctl *c, struct http_req *r,
+                               ctl_authed_cb cb, void *arg);
 
 /* Serves /v1/me, /v1/members..., /v1/rooms..., /v1/blobs... for an
  * authenticated caller; false when the path is not the control plane's. */

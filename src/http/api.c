@@ -231,6 +231,11 @@ static void write_done(void *arg, const struct meta_result *res)
         ERR(a, p->r, 404, "not_found", "no key '%s' in bucket '%s'", p->key,
             p->bucket);
         break;
+    case KV_NONCE_REUSED:
+        ERR(a, p->r, 401, "nonce_reused",
+            "this nonce was used already: sign every request with a fresh "
+            "nonce");
+        break;
     case KV_EXISTS:
     case KV_REVISION_MISMATCH:
         http_req_respond_json(
@@ -403,6 +408,11 @@ static void handle_kv(struct api *a, struct http_req *r, const char *rest,
             }
             cmd.op.type = KV_OP_DELETE;
             cmd.op.revision = has_rev ? rev : 0;
+        }
+        if (who->claim_pending) {
+            /* The request's nonce rides in the write itself. */
+            cmd.claim.nonce = who->claim_key;
+            cmd.claim.expires_at = who->claim_expires;
         }
         a->writes++;
         rv = meta_write(a->meta, &cmd, write_done, p);
@@ -883,6 +893,12 @@ void api_handle(void *arg, struct http_req *r)
     }
     if (strcmp(path, "/metrics") == 0) {
         handle_metrics(a, r);
+        return;
+    }
+    if (strncmp(path, "/v1/kv/", 7) == 0 &&
+        (strcmp(method, "PUT") == 0 || strcmp(method, "DELETE") == 0)) {
+        /* One write: its nonce claim goes into the same raft entry. */
+        ctl_authenticate_deferred(a->ctl, r, authed, a);
         return;
     }
     if (strncmp(path, "/v1/", 4) == 0) {

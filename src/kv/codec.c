@@ -149,7 +149,29 @@ static int validate_ops(const struct kv_op *ops, size_t n, size_t *total)
     return KV_OK;
 }
 
+static int validate_claim(const struct kv_cmd *cmd)
+{
+    if (cmd->claim.nonce == NULL) {
+        return KV_OK;
+    }
+    if (strnlen(cmd->claim.nonce, KV_MAX_NONCE + 1) > KV_MAX_NONCE ||
+        !valid_key_str(cmd->claim.nonce) || cmd->claim.expires_at <= 0) {
+        return KV_INVALID;
+    }
+    return KV_OK;
+}
+
+static int validate_body(const struct kv_cmd *cmd);
+
 int kv_cmd_validate(const struct kv_cmd *cmd)
+{
+    if (cmd == NULL || validate_claim(cmd) != KV_OK) {
+        return KV_INVALID;
+    }
+    return validate_body(cmd);
+}
+
+static int validate_body(const struct kv_cmd *cmd)
 {
     size_t total = 0;
     size_t i;
@@ -272,6 +294,7 @@ int kv_cmd_encode(const struct kv_cmd *cmd, void *(*alloc)(size_t), void **buf,
     Unibus__Kv__NonceClaim nonce = UNIBUS__KV__NONCE_CLAIM__INIT;
     Unibus__Kv__Purge purge = UNIBUS__KV__PURGE__INIT;
     Unibus__Kv__Noop noop = UNIBUS__KV__NOOP__INIT;
+    Unibus__Kv__NonceClaim claim = UNIBUS__KV__NONCE_CLAIM__INIT;
     struct txn_scratch sc;
     void *scratch = NULL;
     size_t size, padded;
@@ -290,6 +313,11 @@ int kv_cmd_encode(const struct kv_cmd *cmd, void *(*alloc)(size_t), void **buf,
     msg.request_id.len = KV_REQUEST_ID_LEN;
     msg.request_id.data = (uint8_t *)cmd->request_id;
     msg.stamp = cmd->stamp;
+    if (cmd->claim.nonce != NULL) {
+        claim.nonce = (char *)cmd->claim.nonce;
+        claim.expires_at = cmd->claim.expires_at;
+        msg.claim = &claim;
+    }
     switch (cmd->kind) {
         case KV_CMD_OP:
             op_to_msg(&cmd->op, &op);
@@ -509,6 +537,10 @@ int kv_cmd_decode(const void *buf, size_t len, struct kv_cmd **out)
         goto err_after_alloc;
     }
     memcpy(d->cmd.request_id, d->msg->request_id.data, KV_REQUEST_ID_LEN);
+    if (d->msg->claim != NULL) {
+        d->cmd.claim.nonce = d->msg->claim->nonce;
+        d->cmd.claim.expires_at = d->msg->claim->expires_at;
+    }
     d->cmd.stamp = d->msg->stamp;
     rv = body_from_msg(d);
     if (rv != KV_OK) {

@@ -128,6 +128,13 @@ struct kv_cmd {
     struct {
         int64_t now; /* ms, > 0: keys with 0 < expires_at <= now are deleted */
     } purge;
+    /* Optional, with any body: a nonce claimed first, in the same entry (a
+     * signed write costs one entry, not two). nonce NULL: none. A live claim
+     * ends the command with KV_NONCE_REUSED without running the body. */
+    struct {
+        const char *nonce;
+        int64_t expires_at;
+    } claim;
 };
 
 /* Checks every name, size and field rule of a command without encoding it.

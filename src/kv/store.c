@@ -916,6 +916,25 @@ int kv_store_apply(struct kv_store *s, uint64_t index, const void *buf,
     if (request_get(s, cmd->request_id, res, &dup) != 0) {
         goto err_after_begin;
     }
+    if (!dup && cmd->claim.nonce != NULL) {
+        /* The claim lands outside the body's savepoint: it stays consumed
+         * whatever the body does. */
+        struct kv_cmd claim = *cmd;
+        claim.kind = KV_CMD_NONCE;
+        claim.nonce.nonce = cmd->claim.nonce;
+        claim.nonce.expires_at = cmd->claim.expires_at;
+        memset(res, 0, sizeof *res);
+        if (exec_nonce(s, &claim, index, res) != 0) {
+            goto err_after_begin;
+        }
+        if (res->code != KV_OK) {
+            /* Reused (or refused): the body does not run. */
+            if (request_put(s, cmd, res) != 0) {
+                goto err_after_begin;
+            }
+            dup = true;
+        }
+    }
     if (!dup) {
         memset(res, 0, sizeof *res);
         if (step_done(s, s->d.st[ST_SAVEPOINT], "savepoint") != 0 ||

@@ -94,6 +94,26 @@ class OneNode(unittest.TestCase):
         # healthz and metrics need no signature.
         self.assertEqual(n.request("GET", "/healthz", ident=None)[0], 200)
 
+    def test_replayed_kv_write_is_refused_and_changes_nothing(self):
+        path = "/v1/kv/replay/k"
+        h = self.admin.authorization("PUT", path, b"first")
+        st, j = self.n.request("PUT", path, b"first", ident=None, headers={"Authorization": h})
+        self.assertEqual(st, 200, j)
+        rev = j["revision"]
+        self.assertEqual(self.n.put("replay", "k", "second")[0], 200)
+        st, j = self.n.request("PUT", path, b"first", ident=None, headers={"Authorization": h})
+        self.assertEqual((st, j["error"]["code"]), (401, "nonce_reused"))
+        st, j = self.n.get("replay", "k")
+        self.assertEqual(base64.b64decode(j["value"]), b"second")
+        self.assertGreater(j["revision"], rev)
+        # A failed compare-and-swap consumes its nonce too.
+        bad = "/v1/kv/replay/k?rev=1"
+        h = self.admin.authorization("PUT", bad, b"x")
+        st, j = self.n.request("PUT", bad, b"x", ident=None, headers={"Authorization": h})
+        self.assertEqual(st, 409)
+        st, j = self.n.request("PUT", bad, b"x", ident=None, headers={"Authorization": h})
+        self.assertEqual((st, j["error"]["code"]), (401, "nonce_reused"))
+
     def test_longest_handle_and_nonce(self):
         ident = self.member("h" * 64)
         h = ident.authorization("GET", "/v1/me", b"", nonce="n" * 64)

@@ -660,6 +660,58 @@ static void test_nonce(void **state)
     assert_int_equal(r.revision, t->index - 1);
 }
 
+/* A nonce claimed in the same entry as a write: the body runs only for a
+ * fresh claim, and a claim stays consumed when its body fails. */
+static void test_claim_with_body(void **state)
+{
+    struct t *t = *state;
+    struct kv_cmd cmd;
+    struct kv_result r;
+    struct kv_entry e;
+
+    memset(&cmd, 0, sizeof cmd);
+    cmd.kind = KV_CMD_OP;
+    cmd.op.type = KV_OP_PUT;
+    cmd.op.bucket = "b";
+    cmd.op.key = "claimed";
+    cmd.op.value = "v1";
+    cmd.op.value_len = 2;
+    cmd.claim.nonce = "alice/Nonce_claim_0001";
+    cmd.claim.expires_at = t->stamp + 60000;
+    r = apply_cmd(t, &cmd);
+    assert_int_equal(r.code, KV_OK);
+    assert_int_equal(kv_store_get(t->s, KV_NONCE_BUCKET, cmd.claim.nonce, &e),
+                     KV_OK);
+    kv_entry_clear(&e);
+
+    /* Same nonce, new request id: refused, the body does not run. */
+    cmd.op.value = "v2";
+    r = apply_cmd(t, &cmd);
+    assert_int_equal(r.code, KV_NONCE_REUSED);
+    assert_int_equal(kv_store_get(t->s, "b", "claimed", &e), KV_OK);
+    assert_int_equal(e.value_len, 2);
+    assert_memory_equal(e.value, "v1", 2);
+    kv_entry_clear(&e);
+
+    /* A failing body (CAS mismatch) still consumes a fresh claim. */
+    cmd.op.type = KV_OP_UPDATE;
+    cmd.op.revision = 999999;
+    cmd.claim.nonce = "alice/Nonce_claim_0002";
+    r = apply_cmd(t, &cmd);
+    assert_int_equal(r.code, KV_REVISION_MISMATCH);
+    assert_int_equal(kv_store_get(t->s, KV_NONCE_BUCKET, cmd.claim.nonce, &e),
+                     KV_OK);
+    kv_entry_clear(&e);
+    cmd.op.type = KV_OP_PUT;
+    cmd.op.revision = 0;
+    r = apply_cmd(t, &cmd);
+    assert_int_equal(r.code, KV_NONCE_REUSED);
+
+    /* An invalid claim makes the whole command invalid. */
+    cmd.claim.nonce = "bad nonce with spaces";
+    assert_int_equal(kv_cmd_validate(&cmd), KV_INVALID);
+}
+
 struct recorder {
     unsigned n;
     unsigned deletes;
@@ -1671,6 +1723,7 @@ int main(void)
         T(test_snapshot_corrupt),
         T(test_garbage_entries),
         cmocka_unit_test(test_determinism),
+        T(test_claim_with_body),
         T(test_stores_independent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
