@@ -7,7 +7,7 @@
 #   client CA   -> the data-plane server certificate (--tls-ca/--tls-cert/
 #                  --tls-key) and, later, client certificates
 #
-# The two CAs are separate on purpose (DESIGN.md section 6.2): a certificate
+# The two CAs are separate on purpose (docs/operations.md): a certificate
 # from the client CA must never be accepted on the route port.
 #
 # Re-running is safe: existing keys are always reused, never overwritten, and

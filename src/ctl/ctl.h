@@ -64,6 +64,10 @@ void ctl_authenticate_deferred(struct ctl *c, struct http_req *r,
  * authenticated caller; false when the path is not the control plane's. */
 bool ctl_route(struct ctl *c, struct http_req *r, const struct ctl_caller *who);
 
+/* Answers a failed meta request: 503 no_leader (nothing applied), 504
+ * timeout (outcome unknown), 503 shutting_down, 400 invalid or 500. */
+void ctl_meta_error(struct http_req *r, const struct meta_result *res);
+
 /* Counters for /metrics. */
 struct ctl_stats {
     uint64_t auth_ok, auth_failed, nonce_reused;

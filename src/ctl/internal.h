@@ -52,8 +52,6 @@ struct rmw *rmw_new(struct ctl *c, struct http_req *r,
                     rmw_done_fn done);
 void rmw_start(struct rmw *w);
 
-/* Answers a failed meta request. */
-void ctl_meta_error(struct http_req *r, const struct meta_result *res);
 
 /* Parses the body as a JSON object, or answers 400 and returns NULL. */
 json_t *ctl_body_json(struct http_req *r);

@@ -58,35 +58,12 @@ static void respond_json(struct api *a, struct http_req *r, int status,
         http_req_error((r), (status), (code), __VA_ARGS__); \
     } while (0)
 
-/* Maps a failed meta request to an HTTP answer. */
+/* One wording for failed meta requests everywhere: the control plane's. */
 static void meta_error(struct api *a, struct http_req *r,
                        const struct meta_result *res)
 {
-    switch (res->err) {
-    case META_ETIMEOUT:
-        ERR(a, r, 504, "timeout",
-            "the cluster did not commit in time; the write may or may not "
-            "have been applied (%s)",
-            res->message);
-        break;
-    case META_ENOLEADER:
-        ERR(a, r, 503, "no_leader", "no leader is reachable: %s",
-            res->message);
-        break;
-    case META_ESHUTDOWN:
-        ERR(a, r, 503, "shutting_down", "the node is stopping; retry on "
-                                        "another node");
-        break;
-    case META_EINVALID:
-        ERR(a, r, 400, "invalid", "%s", res->message);
-        break;
-    case META_ENOTFOUND:
-        ERR(a, r, 404, "not_found", "%s", res->message);
-        break;
-    default:
-        ERR(a, r, 500, "internal", "%s", res->message);
-        break;
-    }
+    (void)a;
+    ctl_meta_error(r, res);
 }
 
 static json_t *b64(const void *data, size_t len)
@@ -500,7 +477,7 @@ static json_t *cluster_json(struct api *a, const struct meta_result *health)
         json_object_set_new(
             o, "warning",
             json_string("fewer than 3 voters: this cluster is not highly "
-                        "available (R1); losing this node loses service"));
+                        "available; losing a voter can stop it"));
     }
     return o;
 }
@@ -649,6 +626,10 @@ static void handle_cluster(struct api *a, struct http_req *r, const char *rest)
         struct meta_result res;
         memset(&res, 0, sizeof res);
         res.err = rv;
+        snprintf(res.message, sizeof res.message, "%s",
+                 rv == META_EINVALID
+                     ? "membership changes need a node started with --routes"
+                     : "the request was refused");
         meta_error(a, r, &res);
         goto out_free;
     }
@@ -751,12 +732,32 @@ static int count_cb(void *arg, const struct kv_entry *e)
     return 0;
 }
 
+struct sum_page {
+    struct sum_ctx *c;
+    char last[1100];
+};
+
+static int count_page_cb(void *arg, const struct kv_entry *e)
+{
+    struct sum_page *p = arg;
+    snprintf(p->last, sizeof p->last, "%s", e->key);
+    return count_cb(p->c, e);
+}
+
+/* Counts a bucket page by page (the KV returns bounded pages). */
 static struct sum_ctx count_bucket(struct api *a, const char *bucket)
 {
     struct sum_ctx c = { 0, 0 };
-    bool more = false;
-    kv_store_list(meta_kv(a->meta), bucket, "", NULL, 1000000, count_cb, &c,
-                  &more);
+    struct sum_page p = { &c, "" };
+    bool more = true;
+    while (more) {
+        more = false;
+        if (kv_store_list(meta_kv(a->meta), bucket, "",
+                          p.last[0] ? p.last : NULL, KV_MAX_LIST,
+                          count_page_cb, &p, &more) != KV_OK) {
+            break;
+        }
+    }
     return c;
 }
 

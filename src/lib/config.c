@@ -110,7 +110,7 @@ static int load_pass(struct ub_config *c, char *err, size_t errlen)
     const char *env = getenv("UNIBUS_CLUSTER_PASS");
     if (c->cluster_pass_file) {
         FILE *f = fopen(c->cluster_pass_file, "r");
-        char buf[1026];
+        char buf[1100];
         size_t n;
         if (f == NULL) {
             snprintf(err, errlen, "cannot read --cluster-pass-file %s: %s",
@@ -120,7 +120,10 @@ static int load_pass(struct ub_config *c, char *err, size_t errlen)
         n = fread(buf, 1, sizeof buf - 1, f);
         fclose(f);
         buf[n] = '\0';
-        if (n > 1025) {
+        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) {
+            n--;
+        }
+        if (n > 1024) {
             snprintf(err, errlen, "the cluster secret in %s is longer than "
                                   "1024 bytes", c->cluster_pass_file);
             return -1;

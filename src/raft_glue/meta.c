@@ -1299,12 +1299,19 @@ static void discover_tick(struct meta *m)
                 (!p->same_members || p->kv_replicas != m->kv_replicas)) {
                 if (now - m->disc_last_log >= 5000) {
                     m->disc_last_log = now;
-                    ub_error("meta",
-                             "not bootstrapping: peer %s names other nodes "
-                             "in --routes or runs another --kv-replicas "
-                             "(%u, ours %u); every node of a new cluster "
-                             "must list the same nodes and replicas",
-                             p->route, p->kv_replicas, m->kv_replicas);
+                    if (!p->same_members) {
+                        ub_error("meta",
+                                 "not bootstrapping: peer %s lists other "
+                                 "nodes in --routes than we do; every node "
+                                 "of a new cluster must name the same nodes",
+                                 p->route);
+                    } else {
+                        ub_error("meta",
+                                 "not bootstrapping: peer %s runs "
+                                 "--kv-replicas %u, we run %u; give every "
+                                 "node the same value",
+                                 p->route, p->kv_replicas, m->kv_replicas);
+                    }
                 }
                 /* Ask again: the operator may fix and restart it. */
                 for (unsigned k = 0; k < m->n_peers; k++) {
@@ -1789,6 +1796,9 @@ int meta_member_remove(struct meta *m, uint64_t id, meta_cb cb, void *arg)
     if (m->phase == PH_CLOSING) {
         return META_ESHUTDOWN;
     }
+    if (m->hub == NULL) {
+        return META_EINVALID;
+    }
     op = op_new(m, OP_REMOVE, MEMBER_DEADLINE_MS, cb, arg);
     if (op == NULL) {
         return META_EINTERNAL;
@@ -1817,6 +1827,9 @@ int meta_transfer(struct meta *m, uint64_t id, meta_cb cb, void *arg)
     struct op *op;
     if (m->phase == PH_CLOSING) {
         return META_ESHUTDOWN;
+    }
+    if (m->hub == NULL) {
+        return META_EINVALID;
     }
     op = op_new(m, OP_TRANSFER, READ_DEADLINE_MS, cb, arg);
     if (op == NULL) {

@@ -103,6 +103,7 @@ struct accept_handler {
 };
 
 #define RT_HEARD_MAX 32
+#define RT_DIAL_WARN_SLOTS 16
 
 struct rt_hub {
     uv_loop_t *loop;                  /* borrowed */
@@ -130,6 +131,10 @@ struct rt_hub {
         uint64_t id;
         uint64_t at;                  /* uv_now of the last bytes from id */
     } heard[RT_HEARD_MAX];
+    struct {
+        char remote[REMOTE_MAX];
+        uint64_t at;                  /* last warning about dialing it */
+    } dial_warned[RT_DIAL_WARN_SLOTS];
     char in_buf[IO_CHUNK];            /* uv read buffer of every stream */
     char plain_buf[IO_CHUNK];         /* SSL_read output */
     char wire_buf[IO_CHUNK];          /* ciphertext taken from the write BIO */
@@ -345,11 +350,39 @@ static void conn_close(struct rt_connect *c)
     conn_close_handle((uv_handle_t *)&c->relay, &c->relay_open);
 }
 
+/* Whether a failed dial to remote was already reported in the last 10 s:
+ * a peer that is down is retried every 200 ms by every user of the hub. */
+static bool dial_warned_recently(struct rt_hub *h, const char *remote)
+{
+    uint64_t now = uv_now(h->loop);
+    unsigned slot = 0;
+    for (unsigned i = 0; i < RT_DIAL_WARN_SLOTS; i++) {
+        if (strcmp(h->dial_warned[i].remote, remote) == 0) {
+            if (now - h->dial_warned[i].at < 10000) {
+                return true;
+            }
+            slot = i;
+            break;
+        }
+        if (h->dial_warned[i].at < h->dial_warned[slot].at) {
+            slot = i;
+        }
+    }
+    snprintf(h->dial_warned[slot].remote, sizeof h->dial_warned[slot].remote,
+             "%s", remote);
+    h->dial_warned[slot].at = now;
+    return false;
+}
+
 static void conn_note(struct rt_connect *c, const char *what,
                       const char *reason)
 {
     fmt(c->hub->stats.last_error, sizeof c->hub->stats.last_error,
         "%s %s: %s", what, c->remote, reason);
+    if (c->dialer && dial_warned_recently(c->hub, c->remote)) {
+        ub_debug("route", "%s %s: %s", what, c->remote, reason);
+        return;
+    }
     ub_warn("route", "%s %s: %s", what, c->remote, reason);
 }
 
