@@ -1893,6 +1893,11 @@ void meta_close(struct meta *m, void (*cb)(void *arg), void *arg)
     m->phase = PH_CLOSING;
     m->close_cb = cb;
     m->close_arg = arg;
+    if (m->hub) {
+        /* The hub outlives us: no more inbound channels for a freed meta. */
+        rt_hub_set_accept(m->hub, RT_KIND_DISCOVER, NULL, NULL);
+        rt_hub_set_accept(m->hub, RT_KIND_FORWARD, NULL, NULL);
+    }
     uv_timer_stop(&m->sweep);
     uv_timer_stop(&m->housekeeping);
     if (m->client) {
