@@ -7,8 +7,9 @@ Modes (one line "RESULT mode=... p50_ms=... p99_ms=... ops_s=..." each):
             entry), then a local read
   kvput     PUT /v1/kv/..., signed: the nonce claim rides in the write (one
             raft entry)
-  room      PUT /v1/rooms/R/members/H then DELETE it, signed: a
-            read-modify-write txn (nonce claim + txn: two raft entries)
+  room      PUT /v1/rooms/R/members/H then DELETE it, signed, one room
+            and member per client: two read-modify-write txns (each a nonce
+            claim + a txn: two raft entries)
 Sequential latency over one keep-alive connection; throughput with --procs
 processes each keeping one request in flight.
 
@@ -64,8 +65,9 @@ def one(c, mode, i, tag):
     if mode == "kvput":
         return c.call("PUT", "/v1/kv/ctlbench/%s-%d" % (tag, i), b"x" * 128) == 200
     if mode == "room":
-        return (c.call("PUT", "/v1/rooms/bench/members/benchuser") == 200 and
-                c.call("DELETE", "/v1/rooms/bench/members/benchuser") == 200)
+        room, user = "r" + tag, "u" + tag
+        return (c.call("PUT", "/v1/rooms/%s/members/%s" % (room, user)) == 200 and
+                c.call("DELETE", "/v1/rooms/%s/members/%s" % (room, user)) == 200)
     raise ValueError(mode)
 
 
@@ -73,6 +75,11 @@ def worker(args):
     port, seed_file, handle, mode, n, tag = args
     ident = ubsign.Identity.from_seed_file(handle, seed_file) if seed_file else None
     c = Client(port, ident)
+    if mode == "room":
+        # One room and one member per client: the figure is the cost of the
+        # transactions, not of contention on a single room.
+        c.call("POST", "/v1/rooms", json.dumps({"name": "r" + tag}).encode())
+        c.call("POST", "/v1/members", ubsign.Identity("u" + tag).member_body())
     lat, errors = [], 0
     for i in range(n):
         t = time.perf_counter()
@@ -80,13 +87,6 @@ def worker(args):
         lat.append((time.perf_counter() - t) * 1000)
         errors += 0 if ok else 1
     return lat, errors
-
-
-def prepare(port, ident):
-    c = Client(port, ident)
-    c.call("POST", "/v1/rooms", json.dumps({"name": "bench"}).encode())
-    user = ubsign.Identity("benchuser")
-    c.call("POST", "/v1/members", user.member_body())
 
 
 def main():
@@ -98,9 +98,9 @@ def main():
     ap.add_argument("-n", type=int, default=1000)
     ap.add_argument("--procs", type=int, default=1)
     a = ap.parse_args()
-    prepare(a.port, ubsign.Identity.from_seed_file(a.handle, a.seed_file))
     per = max(1, a.n // a.procs)
-    jobs = [(a.port, a.seed_file, a.handle, a.mode, per, "p%d-%d" % (p, time.time_ns()))
+    stamp = "%x" % (time.time_ns() & 0xffffffffff)
+    jobs = [(a.port, a.seed_file, a.handle, a.mode, per, "%s-%d" % (stamp, p))
             for p in range(a.procs)]
     t0 = time.perf_counter()
     if a.procs == 1:
