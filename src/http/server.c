@@ -370,6 +370,10 @@ void http_req_respond(struct http_req *r, int status, const char *ctype,
                        NULL, ctype, strlen(ctype));
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL,
                        NULL, H2O_STRLIT("no-store"));
+        /* h2o_send_inline leaves the length unset; without it h2o 2.2 can
+         * frame only a 200 as chunked and closes the connection after any
+         * other status (every 4xx used to cost the client a reconnect). */
+        req->res.content_length = len;
         h2o_send_inline(req, body, len);
     }
     req_free(r);

@@ -141,6 +141,23 @@ class SingleNode(unittest.TestCase):
         _, after = n.request("GET", "/v1/cluster")
         self.assertEqual(len(before["members"]), len(after["members"]))
 
+    def test_error_answers_keep_the_connection(self):
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", self.n.http_port, timeout=10)
+        try:
+            for _ in range(3):
+                conn.request("GET", "/v1/nope")  # unsigned: 401
+                r = conn.getresponse()
+                r.read()
+                self.assertEqual(r.status, 401)
+                self.assertNotEqual((r.getheader("connection") or "").lower(), "close")
+            sock = conn.sock
+            conn.request("GET", "/healthz")
+            conn.getresponse().read()
+            self.assertIs(conn.sock, sock, "the same connection served every request")
+        finally:
+            conn.close()
+
     def test_metrics(self):
         self.assertEqual(self.n.put("m", "k", "v")[0], 200)
         self.n.request("GET", "/v1/nope")
