@@ -41,7 +41,7 @@ static const struct opt opts[] = {
     { "log-level", OPT_STR, S(log_level), "info", "error, warn, info or debug" },
     { "auth-skew", OPT_INT, S(auth_skew), "60", "seconds a signed request's timestamp may differ from our clock" },
     { "blob-max-bytes", OPT_INT, S(blob_max_bytes), "16777216", "largest blob accepted (bytes)" },
-    { "election-timeout-ms", OPT_INT, S(election_timeout_ms), "1000", "raft election timeout (randomised 1x-2x)" },
+    { "election-timeout-ms", OPT_INT, S(election_timeout_ms), "800", "raft election timeout (randomised 1x-2x)" },
     { "heartbeat-ms", OPT_INT, S(heartbeat_ms), "100", "raft heartbeat interval" },
     { "snapshot-threshold", OPT_INT, S(snapshot_threshold), "8192", "raft entries between snapshots" },
     { "snapshot-trailing", OPT_INT, S(snapshot_trailing), "1024", "raft entries kept after a snapshot" },
