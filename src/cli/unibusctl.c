@@ -771,38 +771,34 @@ int main(int argc, char **argv)
     if (ctl.url == NULL || *ctl.url == '\0') {
         ctl.url = "http://127.0.0.1:8470";
     }
+    const struct {
+        const char *flag;
+        const char **slot;
+    } valued[] = {
+        { "--url", &ctl.url },           { "--rev", &ctl.rev },
+        { "--prefix", &ctl.prefix },     { "--limit", &ctl.limit },
+        { "--after", &ctl.after },       { "--role", &ctl.role },
+        { "--handle", &ctl.handle },     { "--seed-file", &ctl.seed_file },
+        { "--out", &ctl.out },           { "--sign-pub", &ctl.sign_pub },
+        { "--box-pub", &ctl.box_pub },
+    };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char **slot = NULL;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+        for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++) {
+            if (strcmp(a, valued[k].flag) == 0) {
+                slot = valued[k].slot;
+            }
+        }
+        if (slot) {
+            /* handled below */
+        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
             return 0;
         } else if (strcmp(a, "--json") == 0) {
             ctl.json = true;
         } else if (strcmp(a, "--stale") == 0) {
             ctl.stale = true;
-        } else if (strcmp(a, "--url") == 0) {
-            slot = &ctl.url;
-        } else if (strcmp(a, "--rev") == 0) {
-            slot = &ctl.rev;
-        } else if (strcmp(a, "--prefix") == 0) {
-            slot = &ctl.prefix;
-        } else if (strcmp(a, "--limit") == 0) {
-            slot = &ctl.limit;
-        } else if (strcmp(a, "--after") == 0) {
-            slot = &ctl.after;
-        } else if (strcmp(a, "--role") == 0) {
-            slot = &ctl.role;
-        } else if (strcmp(a, "--handle") == 0) {
-            slot = &ctl.handle;
-        } else if (strcmp(a, "--seed-file") == 0) {
-            slot = &ctl.seed_file;
-        } else if (strcmp(a, "--out") == 0) {
-            slot = &ctl.out;
-        } else if (strcmp(a, "--sign-pub") == 0) {
-            slot = &ctl.sign_pub;
-        } else if (strcmp(a, "--box-pub") == 0) {
-            slot = &ctl.box_pub;
         } else if (strncmp(a, "--", 2) == 0 && a[2] != '\0') {
             fprintf(stderr, "unibusctl: unknown flag %s\n", a);
             return 2;
