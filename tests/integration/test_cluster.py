@@ -238,11 +238,14 @@ class StaggeredBootstrap(unittest.TestCase):
         with open(c.nodes[2].log_path, "ab") as logf:
             p = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT)
         try:
-            time.sleep(6)
+            # The refusal is logged at most every 5 s: wait for it.
+            ubcluster.wait_for(lambda: "not bootstrapping" in
+                               c.nodes[0].log() + c.nodes[1].log(),
+                               timeout=30, what="the bootstrap refusal")
+            self.assertIn("lists other nodes", c.nodes[0].log() + c.nodes[1].log())
             for n in c.nodes[:2]:
                 st, j = n.health()
                 self.assertEqual(st, 503, j)
-            self.assertIn("not bootstrapping", c.nodes[0].log() + c.nodes[1].log())
         finally:
             p.kill()
             p.wait()
@@ -319,12 +322,18 @@ class RouteRefusals(unittest.TestCase):
         args[args.index("--route-tls-cert") + 1] = os.path.join(self.other, "n4", "route.crt")
         args[args.index("--route-tls-key") + 1] = os.path.join(self.other, "n4", "route.key")
         args[args.index("--route-tls-ca") + 1] = os.path.join(self.other, "cluster-ca.crt")
+        before = self.refusals()
         with open(n4.log_path, "ab") as logf:
             p = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT)
             try:
-                time.sleep(4)
+                # Both ends refuse: n4 does not trust the cluster's
+                # certificates, and the cluster does not trust n4's.
+                ubcluster.wait_for(lambda: "refused route to" in n4.log(),
+                                   timeout=20, what="n4 refusing the cluster")
+                ubcluster.wait_for(lambda: self.refusals() > before, timeout=20,
+                                   what="the cluster refusing n4")
+                time.sleep(2)  # it keeps trying; it must keep failing
                 self.assert_cluster_fine()
-                self.assertIn("refused route", self.leader.log() + n4.log())
                 st, j = self.leader.cluster_info()
                 self.assertNotIn("n4", [m["name"] for m in j["members"]])
             finally:
