@@ -266,6 +266,7 @@ class OneNode(unittest.TestCase):
         self.assertEqual(self.req(owner, "POST", "/v1/rooms", jbody({"name": "busy"}))[0], 201)
         stop = time.time() + 4
         errors = []
+        sealed = []
 
         def churn(u):
             ct = base64.b64encode(b"k").decode()
@@ -279,7 +280,9 @@ class OneNode(unittest.TestCase):
                     if method == "GET" and st == 200:
                         st2, j2 = self.req(owner, "PUT", "/v1/rooms/busy/keys/%d/%s" % (j["epoch"], u.handle),
                                            jbody({"ciphertext": ct}))
-                        if st2 not in (200, 409):
+                        if st2 == 200:
+                            sealed.append(u.handle)
+                        elif st2 != 409:
                             errors.append((st2, j2))
                 st, j = self.req(owner, "DELETE", "/v1/rooms/busy/members/" + u.handle)
                 if st not in (200, 404, 409):
@@ -291,7 +294,10 @@ class OneNode(unittest.TestCase):
         for t in threads:
             t.join()
         self.assertFalse(errors, errors[:3])
+        # The race was real: keys were sealed while members came and went.
+        self.assertGreater(len(sealed), 5)
         st, room = self.req(owner, "GET", "/v1/rooms/busy")
+        self.assertGreater(room["epoch"], 5)
         st, keys = self.n.request("GET", "/v1/kv/sealed?prefix=busy/&limit=1000")
         for e in keys["entries"]:
             _, epoch, handle = e["key"].split("/")
