@@ -53,7 +53,22 @@ cleanup() {
 trap cleanup EXIT INT TERM
 log() { printf '[bench-ctl %4ds] %s\n' "$SECONDS" "$*" >&2; }
 
-free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A free port below the ephemeral range: a bind(0) port could be taken as a
+# source port by a node's outbound connection before the node listens on it.
+free_port() {
+    $PY - <<'PYEOF'
+import random, socket
+while True:
+    p = random.randint(10000, 32000)
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+    print(p)
+    break
+PYEOF
+}
 
 # start_cluster NAME COUNT: prints the HTTP port of the first node.
 start_cluster() {

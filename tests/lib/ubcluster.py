@@ -34,10 +34,33 @@ def _kill_leftovers():
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+_USED = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the kernel's ephemeral range.
+
+    A port from bind(0) is an ephemeral one: between picking it and the
+    daemon binding it, any outbound connection (a node dialing a peer) may
+    take it as its source port, and the daemon then fails to listen."""
+    import random
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError):
+        low = 32768
+    for _ in range(1000):
+        port = random.randint(10000, low - 1)
+        if port in _USED:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _USED.add(port)
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 class HTTPError(Exception):
@@ -242,7 +265,8 @@ class Cluster:
     def wait_leader(self, nodes=None, timeout=30):
         """Waits until every live node in `nodes` agrees on one leader that
         is itself live; returns the leader Node."""
-        nodes = [n for n in (nodes or self.nodes) if n.alive()]
+        asked = list(nodes or self.nodes)
+        nodes = [n for n in asked if n.alive()]
         deadline = time.time() + timeout
         last = None
         while time.time() < deadline:
@@ -260,8 +284,14 @@ class Cluster:
                     if n.name == leader and n.alive():
                         return n
             time.sleep(0.05)
-        raise AssertionError("no agreed leader within %ss (last health: %r)"
-                             % (timeout, last))
+        detail = []
+        for n in asked:
+            state = "alive" if n.alive() else "exited %r" % (n.proc.poll() if n.proc else None)
+            tail = [l for l in n.log().splitlines()
+                    if "route: connected" not in l and "route: accepted" not in l][-8:]
+            detail.append("%s (%s):\n  %s" % (n.name, state, "\n  ".join(tail)))
+        raise AssertionError("no agreed leader within %ss (last health: %r)\n%s"
+                             % (timeout, last, "\n".join(detail)))
 
 
 def wait_for(pred, timeout=30, interval=0.05, what="condition"):
