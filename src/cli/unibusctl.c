@@ -129,19 +129,20 @@ static char *escape_key(CURL *c, const char *key)
     return out;
 }
 
-/* Performs the request; returns the HTTP status (0 on transport failure)
- * and the parsed JSON body in *out (may be NULL). */
-static long request(struct ctl *ctl, const char *method, const char *path,
-                    const void *body, size_t len, json_t **out)
+/* Performs the request, signed when a seed is loaded; returns the HTTP
+ * status (0 on a transport or signing failure, reported) with the raw body
+ * in *out (owned by the caller). */
+static long request_raw(struct ctl *ctl, const char *method, const char *path,
+                        const void *body, size_t len, struct buf *out)
 {
     CURL *c = curl_easy_init();
-    struct buf b = { NULL, 0 };
     char url[4096];
     long status = 0;
     CURLcode rc;
     struct curl_slist *hdr = NULL;
 
-    *out = NULL;
+    out->p = NULL;
+    out->n = 0;
     if (c == NULL) {
         return 0;
     }
@@ -164,7 +165,7 @@ static long request(struct ctl *ctl, const char *method, const char *path,
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_cb);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 90L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     hdr = curl_slist_append(hdr, "Expect:");
@@ -178,12 +179,19 @@ static long request(struct ctl *ctl, const char *method, const char *path,
         fprintf(stderr, "unibusctl: %s: %s\n", url, curl_easy_strerror(rc));
     } else {
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-        if (b.p) {
-            *out = json_loadb(b.p, b.n, 0, NULL);
-        }
     }
     curl_slist_free_all(hdr);
     curl_easy_cleanup(c);
+    return status;
+}
+
+/* As request_raw, with the body parsed as JSON into *out (may be NULL). */
+static long request(struct ctl *ctl, const char *method, const char *path,
+                    const void *body, size_t len, json_t **out)
+{
+    struct buf b;
+    long status = request_raw(ctl, method, path, body, len, &b);
+    *out = status && b.p ? json_loadb(b.p, b.n, 0, NULL) : NULL;
     free(b.p);
     return status;
 }
@@ -213,23 +221,33 @@ static int print_json(json_t *j)
     return 0;
 }
 
+/* Reads a whole stream into a malloc'd buffer (NULL on a read error). */
+static char *read_all(FILE *f, size_t *len)
+{
+    struct buf b = { NULL, 0 };
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        if (write_cb(chunk, 1, n, &b) != n) {
+            free(b.p);
+            return NULL;
+        }
+    }
+    if (ferror(f)) {
+        free(b.p);
+        return NULL;
+    }
+    *len = b.n;
+    return b.p ? b.p : strdup("");
+}
+
 static char *read_value(const char *arg, size_t *len)
 {
     if (strcmp(arg, "-") != 0) {
         *len = strlen(arg);
         return strdup(arg);
     }
-    struct buf b = { NULL, 0 };
-    char chunk[65536];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, stdin)) > 0) {
-        if (write_cb(chunk, 1, n, &b) != n) {
-            free(b.p);
-            return NULL;
-        }
-    }
-    *len = b.n;
-    return b.p ? b.p : strdup("");
+    return read_all(stdin, len);
 }
 
 static int cmd_status(struct ctl *ctl)
@@ -688,65 +706,47 @@ static int cmd_blobs(struct ctl *ctl, int argc, char **argv)
     char path[512];
     if (argc == 3 && strcmp(argv[0], "put") == 0) {
         FILE *f = fopen(argv[2], "rb");
-        struct buf b = { NULL, 0 };
-        char chunk[65536];
-        size_t n;
+        size_t n = 0;
+        char *data;
         int rv;
         if (f == NULL) {
             fprintf(stderr, "unibusctl: cannot open %s: %s\n", argv[2],
                     strerror(errno));
             return 1;
         }
-        while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
-            if (write_cb(chunk, 1, n, &b) != n) {
-                fclose(f);
-                free(b.p);
-                return 1;
-            }
-        }
+        data = read_all(f, &n);
         fclose(f);
+        if (data == NULL) {
+            fprintf(stderr, "unibusctl: cannot read %s\n", argv[2]);
+            return 1;
+        }
         snprintf(path, sizeof path, "/v1/rooms/%s/blobs", argv[1]);
-        rv = simple(ctl, "POST", path, b.p ? b.p : "", b.n);
-        free(b.p);
+        rv = simple(ctl, "POST", path, data, n);
+        free(data);
         return rv;
     }
     if (argc == 2 && strcmp(argv[0], "get") == 0) {
-        CURL *c = curl_easy_init();
-        struct buf b = { NULL, 0 };
-        char url[1024], value[SIGV1_HEADER_SIZE], auth[SIGV1_HEADER_SIZE + 32];
-        struct curl_slist *hdr = NULL;
-        long st = 0;
+        struct buf b;
+        long st;
         int rv = 1;
         snprintf(path, sizeof path, "/v1/blobs/%s", argv[1]);
-        snprintf(url, sizeof url, "%s%s", ctl->url, path);
-        if (ctl->have_seed &&
-            sigv1_sign(ctl->seed, ctl->handle, "GET", path, NULL, 0,
-                       (int64_t)time(NULL), NULL, value, sizeof value) == 0) {
-            snprintf(auth, sizeof auth, "Authorization: %s", value);
-            hdr = curl_slist_append(hdr, auth);
-        }
-        curl_easy_setopt(c, CURLOPT_URL, url);
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
-        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_cb);
-        curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-        curl_easy_setopt(c, CURLOPT_TIMEOUT, 90L);
-        if (curl_easy_perform(c) == CURLE_OK) {
-            curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &st);
-        }
+        st = request_raw(ctl, "GET", path, NULL, 0, &b);
         if (st == 200) {
             FILE *f = ctl->out ? fopen(ctl->out, "wb") : stdout;
-            if (f && fwrite(b.p ? b.p : "", 1, b.n, f) == b.n) {
+            if (f == NULL) {
+                fprintf(stderr, "unibusctl: cannot create %s: %s\n", ctl->out,
+                        strerror(errno));
+            } else if (fwrite(b.p ? b.p : "", 1, b.n, f) != b.n) {
+                fprintf(stderr, "unibusctl: cannot write the blob\n");
+            } else {
                 rv = 0;
             }
-            if (f && f != stdout) {
-                fclose(f);
+            if (f && f != stdout && fclose(f) != 0) {
+                rv = 1;
             }
         } else {
-            json_t *j = b.p ? json_loadb(b.p, b.n, 0, NULL) : NULL;
-            rv = fail_from(ctl, st, j);
+            rv = fail_from(ctl, st, b.p ? json_loadb(b.p, b.n, 0, NULL) : NULL);
         }
-        curl_slist_free_all(hdr);
-        curl_easy_cleanup(c);
         free(b.p);
         return rv;
     }
