@@ -76,14 +76,15 @@ start_cluster() {
     mkdir -p "$dir"
     "$CTL" keygen --out "$dir/admin" --json | sed -n 's/.*"sign_pub": "\([^"]*\)".*/\1/p' >"$dir/admin.pub"
     local pub; pub=$(cat "$dir/admin.pub")
-    local http=() route=() routes="" i
-    for i in $(seq 1 "$count"); do http+=("$(free_port)"); route+=("$(free_port)"); done
+    local http=() route=() bus=() routes="" i
+    for i in $(seq 1 "$count"); do http+=("$(free_port)"); route+=("$(free_port)"); bus+=("$(free_port)"); done
     if [ "$count" -gt 1 ]; then
         deploy/cluster/generate-cluster-certs.sh --out "$dir/certs" $(seq -f "n%g" 1 "$count") >/dev/null
         for i in $(seq 0 $((count - 1))); do routes+="nats://127.0.0.1:${route[$i]},"; done
     fi
     for i in $(seq 1 "$count"); do
         local args=(--name "n$i" --data-dir "$dir/n$i" --http-listen "127.0.0.1:${http[$((i - 1))]}"
+                    --bus-listen "127.0.0.1:${bus[$((i - 1))]}"
                     --bootstrap-admin "admin=$pub")
         if [ "$count" -gt 1 ]; then
             args+=(--route-listen "127.0.0.1:${route[$((i - 1))]}" --routes "${routes%,}"

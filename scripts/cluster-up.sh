@@ -40,6 +40,7 @@ for i in 1 2 3; do
     fi
     "$bin" --name "n$i" --data-dir "$root/n$i" \
         --http-listen "127.0.0.1:847$i" \
+        --bus-listen "127.0.0.1:425$i" \
         --route-listen "127.0.0.1:625$i" --routes "$routes" \
         --route-tls-cert "$root/certs/n$i/route.crt" \
         --route-tls-key "$root/certs/n$i/route.key" \

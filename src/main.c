@@ -1,9 +1,10 @@
 /* membershipd: one unibus node. The only file that knows every module.
  *
  * Start: config -> posture checks -> route hub (with --routes) -> meta group
- * (raft + KV) -> HTTP -> ready. Stop (SIGTERM/SIGINT): HTTP stops accepting
- * and drains, then the meta group closes (pending requests fail cleanly),
- * then the hub, then the loop closes with no handle left. */
+ * (raft + KV) -> bus -> HTTP -> ready. Stop (SIGTERM/SIGINT): the bus closes
+ * its clients (they reconnect elsewhere) while HTTP stops accepting and
+ * drains, then the meta group closes (pending requests fail cleanly), then
+ * the hub, then the loop closes with no handle left. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include <systemd/sd-daemon.h>
 #endif
 
+#include "bus/bus.h"
 #include "ctl/ctl.h"
 #include "http/api.h"
 #include "http/server.h"
@@ -23,6 +25,7 @@
 #include "lib/config.h"
 #include "lib/fs.h"
 #include "lib/log.h"
+#include "migrate/migrate.h"
 #include "raft_glue/meta.h"
 #include "route/hub.h"
 
@@ -36,12 +39,14 @@ struct daemon {
     struct ctl *ctl;
     struct api *api;
     struct http_server *http;
+    struct bus *bus;
     uv_signal_t sigterm, sigint;
     uv_timer_t stop_timer;
     uint64_t stop_start;
     bool stopping;
     bool meta_closing;
     bool http_closed;
+    bool bus_closed;
     bool meta_closed;
     int exit_code;
     char *routes[MAX_ROUTES];
@@ -169,7 +174,7 @@ static void hub_closed(void *arg)
 
 static void maybe_close_hub(struct daemon *d)
 {
-    if (!d->http_closed || !d->meta_closed) {
+    if (!d->http_closed || !d->meta_closed || !d->bus_closed) {
         return;
     }
     if (d->hub) {
@@ -194,6 +199,13 @@ static void http_closed(void *arg)
     struct daemon *d = arg;
     d->http = NULL;
     d->http_closed = true;
+    maybe_close_hub(d);
+}
+
+static void bus_closed(void *arg)
+{
+    struct daemon *d = arg;
+    d->bus_closed = true;
     maybe_close_hub(d);
 }
 
@@ -227,6 +239,13 @@ static void begin_stop(struct daemon *d, const char *why)
         http_server_close(d->http, http_closed, d);
     } else {
         d->http_closed = true;
+    }
+    if (d->bus) {
+        api_set_bus(d->api, NULL);
+        bus_close(d->bus, bus_closed, d);
+        d->bus = NULL;
+    } else {
+        d->bus_closed = true;
     }
     uv_timer_start(&d->stop_timer, stop_tick, 0, 20);
 }
@@ -274,10 +293,6 @@ static int run(struct daemon *d)
     }
     if (c->kv_replicas == 0) {
         c->kv_replicas = d->n_routes > 0 ? 3 : 1;
-    }
-    if (c->nats_url) {
-        ub_warn("main", "--nats-url is accepted but the bus is not built yet; "
-                        "the control plane does not use it");
     }
     if (ub_mkdir_p(c->data_dir) != 0) {
         ub_error("main", "cannot create --data-dir %s: %s", c->data_dir,
@@ -343,9 +358,34 @@ static int run(struct daemon *d)
                             "without members until a node is given one");
         }
     }
+    if (c->nats_url == NULL) {
+        struct bus_config bc;
+        memset(&bc, 0, sizeof bc);
+        bc.listen = c->bus_listen;
+        bc.name = c->name;
+        bc.auth = (enum bus_auth_mode)bus_auth_parse(c->bus_auth);
+        bc.tls_cert = c->tls_cert;
+        bc.tls_key = c->tls_key;
+        bc.tls_ca = c->tls_ca;
+        bc.kv = meta_kv(d->meta);
+        bc.ctl = d->ctl;
+        bc.hub = d->hub;
+        bc.peers = (const char *const *)d->routes;
+        bc.n_peers = d->n_routes;
+        if (bus_create(&d->loop, &bc, &d->bus, err, sizeof err) != 0) {
+            ub_error("main", "%s", err);
+            return 2;
+        }
+        ub_info("main", "bus: NATS protocol on %s%s, auth %s", c->bus_listen,
+                c->tls_cert ? " (TLS)" : "", c->bus_auth);
+    } else {
+        ub_info("main", "bus: external NATS at %s; the embedded bus is not "
+                        "started (the control plane does not depend on it)",
+                c->nats_url);
+    }
     memset(&posture, 0, sizeof posture);
-    posture.bus_auth = c->bus_auth;
-    posture.acl = false; /* the bus and its ACL are not built yet */
+    posture.bus_auth = c->nats_url ? "external" : c->bus_auth;
+    posture.acl = d->bus != NULL && strcmp(c->bus_auth, "enforce") == 0;
     posture.tls = c->tls_cert != NULL;
     posture.route_tls = d->hub != NULL;
     posture.kv_replicas = (unsigned)c->kv_replicas;
@@ -363,6 +403,7 @@ static int run(struct daemon *d)
         return 2;
     }
     api_set_server(d->api, d->http);
+    api_set_bus(d->api, d->bus);
     /* Raft starts last: a bad HTTP flag or a busy port must be reported
      * before any raft state is written. */
     if (meta_start(d->meta, err, sizeof err) != 0) {
@@ -406,6 +447,9 @@ int main(int argc, char **argv)
     char err[512];
     int rv;
 
+    if (argc > 1 && strcmp(argv[1], "migrate-to-kv") == 0) {
+        return migrate_main(argc - 1, argv + 1);
+    }
     signal(SIGPIPE, SIG_IGN);
     rv = ub_config_load(&d.cfg, argc, argv, err, sizeof err);
     if (rv != 0) {

@@ -68,6 +68,21 @@ bool ctl_route(struct ctl *c, struct http_req *r, const struct ctl_caller *who);
  * timeout (outcome unknown), 503 shutting_down, 400 invalid or 500. */
 void ctl_meta_error(struct http_req *r, const struct meta_result *res);
 
+/* Imports a member unless one exists (migrate-to-kv): creates it, or
+ * reports an identical member as unchanged, or a different one (or the key
+ * held by another handle) as a conflict; never overwrites. cb fires once
+ * with a result and a short message. Returns 0 (cb will fire), -1 for an
+ * invalid handle or sign_pub, -2 when the node cannot take it now. */
+enum ctl_import_result {
+    CTL_IMPORT_CREATED = 0,
+    CTL_IMPORT_UNCHANGED,
+    CTL_IMPORT_CONFLICT,
+    CTL_IMPORT_ERROR,
+};
+typedef void (*ctl_import_cb)(void *arg, int result, const char *message);
+int ctl_import_member(struct ctl *c, const char *handle, bool admin,
+                      const char *sign_pub, ctl_import_cb cb, void *arg);
+
 /* Counters for /metrics. */
 struct ctl_stats {
     uint64_t auth_ok, auth_failed, nonce_reused;

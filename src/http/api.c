@@ -17,6 +17,7 @@
 #include "kv/kv.h"
 #include "lib/log.h"
 #include "raft_glue/meta.h"
+#include "bus/bus.h"
 #include "raft_glue/node.h"
 #include "route/hub.h"
 #include "server.h"
@@ -29,6 +30,7 @@ struct api {
     struct ctl *ctl;
     struct api_posture posture;
     struct http_server *http;
+    struct bus *bus;
     uint64_t writes;
     uint64_t reads;
 };
@@ -669,6 +671,15 @@ static void handle_healthz(struct api *a, struct http_req *r)
         (int)voters, "term", (json_int_t)(n ? rg_node_term(n) : 0),
         "commit_index", (json_int_t)(n ? rg_node_commit_index(n) : 0),
         "applied_index", (json_int_t)(n ? rg_node_applied_index(n) : 0));
+    if (a->bus) {
+        struct bus_stats bs;
+        bus_get_stats(a->bus, &bs);
+        json_object_set_new(
+            o, "bus",
+            json_pack("{s:I,s:I,s:I}", "connections", (json_int_t)bs.conns,
+                      "subscriptions", (json_int_t)bs.subs, "routes",
+                      (json_int_t)bs.routes));
+    }
     if (voters < 3) {
         json_object_set_new(o, "ha_warning",
                             json_string("not HA: the meta group has fewer "
@@ -845,6 +856,32 @@ static void handle_metrics(struct api *a, struct http_req *r)
             "# TYPE unibus_blobs gauge\nunibus_blobs %" PRIu64 "\n"
             "# TYPE unibus_blob_bytes gauge\nunibus_blob_bytes %" PRIu64 "\n",
             keys, bytes, members.n, rooms.n, blobs.n, blobs.bytes);
+    if (a->bus) {
+        struct bus_stats bs;
+        bus_get_stats(a->bus, &bs);
+        const struct {
+            const char *name, *type;
+            uint64_t v;
+        } *m, bm[] = {
+            {"connections", "gauge", bs.conns},
+            {"connections_total", "counter", bs.conns_total},
+            {"subscriptions", "gauge", bs.subs},
+            {"msgs_in_total", "counter", bs.msgs_in},
+            {"bytes_in_total", "counter", bs.bytes_in},
+            {"msgs_out_total", "counter", bs.msgs_out},
+            {"bytes_out_total", "counter", bs.bytes_out},
+            {"slow_consumers_total", "counter", bs.slow_consumers},
+            {"auth_failures_total", "counter", bs.auth_failures},
+            {"permission_denials_total", "counter", bs.permission_denials},
+            {"route_msgs_in_total", "counter", bs.route_msgs_in},
+            {"route_msgs_out_total", "counter", bs.route_msgs_out},
+            {"routes", "gauge", bs.routes},
+        };
+        for (m = bm; m < bm + sizeof bm / sizeof bm[0]; m++) {
+            fprintf(f, "# TYPE unibus_bus_%s %s\nunibus_bus_%s %" PRIu64 "\n",
+                    m->name, m->type, m->name, m->v);
+        }
+    }
     fclose(f);
     http_req_respond(r, 200, "text/plain; version=0.0.4", buf, len);
     free(buf);
@@ -919,6 +956,11 @@ struct api *api_create(struct meta *meta, struct ctl *ctl,
         a->posture = *posture;
     }
     return a;
+}
+
+void api_set_bus(struct api *a, struct bus *b)
+{
+    a->bus = b;
 }
 
 void api_set_server(struct api *a, struct http_server *s)

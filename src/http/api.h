@@ -29,6 +29,10 @@ void api_destroy(struct api *a);
 struct http_server;
 void api_set_server(struct api *a, struct http_server *s);
 
+/* The bus whose counters /healthz and /metrics report (NULL: none). */
+struct bus;
+void api_set_bus(struct api *a, struct bus *b);
+
 /* The http_handler to give the server (arg = struct api *). */
 void api_handle(void *arg, struct http_req *r);
 

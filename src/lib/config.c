@@ -33,7 +33,7 @@ static const struct opt opts[] = {
     { "route-tls-ca", OPT_STR, S(route_tls_ca), NULL, "the dedicated cluster CA" },
     { "tls-cert", OPT_STR, S(tls_cert), NULL, "data-plane and HTTP TLS certificate" },
     { "tls-key", OPT_STR, S(tls_key), NULL, "data-plane and HTTP TLS key" },
-    { "tls-ca", OPT_STR, S(tls_ca), NULL, "CA that client certificates must chain to" },
+    { "tls-ca", OPT_STR, S(tls_ca), NULL, "CA that bus client certificates must chain to (needs --tls-cert)" },
     { "bus-auth", OPT_STR, S(bus_auth), "enforce", "bus authentication: off, warn or enforce" },
     { "kv-replicas", OPT_INT, S(kv_replicas), "0", "voters of the meta group: 1 or 3 (default 1 alone, 3 with routes)" },
     { "nats-url", OPT_STR, S(nats_url), NULL, "use an external NATS server instead of the embedded bus" },
@@ -266,6 +266,11 @@ int ub_config_load(struct ub_config *c, int argc, char **argv, char *err,
     if ((c->tls_cert == NULL) != (c->tls_key == NULL)) {
         snprintf(err, errlen, "--tls-cert and --tls-key go together: give "
                               "both or neither");
+        return -1;
+    }
+    if (c->tls_ca != NULL && c->tls_cert == NULL) {
+        snprintf(err, errlen, "--tls-ca verifies client certificates of the "
+                              "bus's TLS: give --tls-cert and --tls-key too");
         return -1;
     }
     if (c->snapshot_threshold < 16 || c->snapshot_trailing < 16) {

@@ -4,6 +4,12 @@
 #   kv_snapshot   InstallSnapshot payloads: kv_store_restore (src/kv/kv.h)
 #   route_frames  Forward/Discover protobuf frames of src/raft_glue/meta.c
 #   framed        length-prefixed frames over a uv stream (src/lib/framed.h)
+#   bus_sublist   subject validation and the subscription index against a
+#                 brute-force model (src/bus/sublist.h)
+#   bus_proto     the NATS client protocol parser: a stream parsed in chunks
+#                 gives what it gives parsed whole (src/bus/proto.h)
+#   bus_route     frames of the bus routes between nodes: strict, canonical
+#                 decoding (src/bus/route_codec.h; seeds written by hand)
 # Each target is tests/fuzz/fuzz_<name>.c (one LLVMFuzzerTestOneInput) with
 # seeds in tests/fuzz/corpus/<name>/, written by the fuzz_gen_corpus program
 # (tests/fuzz/gen_corpus.c; rerun it only when a format changes:
@@ -26,7 +32,7 @@
 # directory, and do not combine it with UB_SANITIZE=thread).
 
 set(UB_FUZZ_TARGETS hello kv_entry kv_snapshot route_frames framed nkey
-  sigv1_header ctl_records)
+  sigv1_header ctl_records bus_sublist bus_proto bus_route)
 set(UB_FUZZ_DIR ${CMAKE_CURRENT_LIST_DIR})
 set(UB_FUZZ_REPLAY_RUNS 20000 CACHE STRING
   "Derived inputs per fuzz_<name> ctest entry")
@@ -47,6 +53,12 @@ function(ub_fuzz_link target name)
     target_link_libraries(${target} PRIVATE ub_auth)
   elseif(name STREQUAL "ctl_records")
     target_link_libraries(${target} PRIVATE ub_ctl ub_kv)
+  elseif(name STREQUAL "bus_sublist")
+    target_link_libraries(${target} PRIVATE ub_bus)
+  elseif(name STREQUAL "bus_proto")
+    target_link_libraries(${target} PRIVATE ub_bus)
+  elseif(name STREQUAL "bus_route")
+    target_link_libraries(${target} PRIVATE ub_bus)
   endif()
 endfunction()
 
@@ -73,7 +85,7 @@ if(UB_FUZZ)
       -fno-omit-frame-pointer)
     # Coverage feedback and ASan inside the code under test, not only in
     # the harness; consumers of these libraries link the sanitizer runtimes.
-    foreach(lib ub_lib ub_kv ub_route ub_proto ub_auth ub_ctl)
+    foreach(lib ub_lib ub_kv ub_route ub_proto ub_auth ub_ctl ub_bus)
       target_compile_options(${lib} PRIVATE -fsanitize=fuzzer-no-link
         ${UB_FUZZ_SAN})
       target_link_options(${lib} INTERFACE -fsanitize=address,undefined)

@@ -4,7 +4,7 @@ find_program(UB_PYTHON python3 PATHS /usr/bin NO_DEFAULT_PATH)
 if(NOT UB_PYTHON)
   find_program(UB_PYTHON python3 REQUIRED)
 endif()
-foreach(t single cluster ctl signing)
+foreach(t single cluster ctl signing bus bus_cluster migrate)
   add_test(NAME integration_${t}
     COMMAND ${UB_PYTHON} ${CMAKE_SOURCE_DIR}/tests/integration/test_${t}.py)
   set_tests_properties(integration_${t} PROPERTIES

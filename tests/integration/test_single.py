@@ -288,7 +288,8 @@ class Notify(unittest.TestCase):
         port = ubcluster.free_port()
         env = dict(os.environ, NOTIFY_SOCKET=path)
         p = subprocess.Popen([BIN, "--name", "nt", "--data-dir", os.path.join(d, "data"),
-                              "--http-listen", "127.0.0.1:%d" % port],
+                              "--http-listen", "127.0.0.1:%d" % port,
+                              "--bus-listen", "127.0.0.1:%d" % ubcluster.free_port()],
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             msg = sock.recv(4096).decode()

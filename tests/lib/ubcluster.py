@@ -73,11 +73,19 @@ class Node:
         self.name = name
         self.http_port = free_port()
         self.route_port = free_port()
+        self.bus_port = free_port()
         self.data = os.path.join(cluster.root, name)
         self.log_path = os.path.join(cluster.root, name + ".log")
         self.proc = None
         self.extra = []
         self.cert_name = name  # whose certificate this node presents
+        # CA file to verify the HTTP API over TLS, for a node started with
+        # --tls-cert/--tls-key in extra; None: plain HTTP.
+        self.http_ca = None
+
+    @property
+    def bus_url(self):
+        return "nats://127.0.0.1:%d" % self.bus_port
 
     @property
     def route(self):
@@ -87,6 +95,7 @@ class Node:
         c = self.cluster
         a = [c.binary, "--name", self.name, "--data-dir", self.data,
              "--http-listen", "127.0.0.1:%d" % self.http_port,
+             "--bus-listen", "127.0.0.1:%d" % self.bus_port,
              "--election-timeout-ms", str(c.election_ms),
              "--heartbeat-ms", str(c.heartbeat_ms),
              "--snapshot-threshold", str(c.snapshot_threshold),
@@ -151,8 +160,14 @@ class Node:
             ident = self.cluster.admin()
         if ident not in (None, "admin") and path.startswith("/v1/"):
             headers["Authorization"] = ident.authorization(method, path, body or b"")
-        conn = http.client.HTTPConnection("127.0.0.1", self.http_port,
-                                          timeout=timeout)
+        if self.http_ca:
+            import ssl
+            ctx = ssl.create_default_context(cafile=self.http_ca)
+            conn = http.client.HTTPSConnection("127.0.0.1", self.http_port,
+                                               timeout=timeout, context=ctx)
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.http_port,
+                                              timeout=timeout)
         try:
             conn.request(method, path, body=body, headers=headers)
             r = conn.getresponse()
