@@ -37,7 +37,7 @@ fi
 pkgs=(build-essential cmake pkg-config clang
       libuv1-dev libssl-dev openssl libsqlite3-dev sqlite3
       libprotobuf-c-dev protobuf-c-compiler libjansson-dev libcmocka-dev
-      libh2o-dev libsystemd-dev libnats-dev
+      libh2o-dev libsystemd-dev libnats-dev nats-server
       libcurl4-openssl-dev curl jq python3 python3-cryptography iproute2 procps)
 missing=()
 for p in "${pkgs[@]}"; do
@@ -52,6 +52,19 @@ fi
 if ! command -v node >/dev/null 2>&1; then
     echo "setup.sh: installing nodejs"
     $SUDO apt-get install -y -qq nodejs
+fi
+
+# The nats.js client suite (tests/compat/js) installs the client pinned in its
+# package-lock.json; Debian's nodejs ships without npm.
+if ! command -v npm >/dev/null 2>&1; then
+    echo "setup.sh: installing npm"
+    $SUDO apt-get install -y -qq npm
+fi
+compat_js="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/compat/js"
+if [ ! -d "$compat_js/node_modules/nats" ] ||
+   [ "$compat_js/package-lock.json" -nt "$compat_js/node_modules/.package-lock.json" ]; then
+    echo "setup.sh: npm ci in tests/compat/js"
+    npm ci --prefix "$compat_js" --no-audit --no-fund
 fi
 
 if ! dpkg-query -W -f='${Version}' libraft-dev 2>/dev/null | grep -q '^0\.22'; then

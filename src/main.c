@@ -18,6 +18,7 @@
 #endif
 
 #include "bus/bus.h"
+#include "bus/extprobe.h"
 #include "ctl/ctl.h"
 #include "http/api.h"
 #include "http/server.h"
@@ -40,6 +41,7 @@ struct daemon {
     struct api *api;
     struct http_server *http;
     struct bus *bus;
+    struct bxp *ext;
     uv_signal_t sigterm, sigint;
     uv_timer_t stop_timer;
     uint64_t stop_start;
@@ -244,6 +246,10 @@ static void begin_stop(struct daemon *d, const char *why)
         api_set_bus(d->api, NULL);
         bus_close(d->bus, bus_closed, d);
         d->bus = NULL;
+    } else if (d->ext) {
+        api_set_external_bus(d->api, NULL);
+        bxp_close(d->ext, bus_closed, d);
+        d->ext = NULL;
     } else {
         d->bus_closed = true;
     }
@@ -379,8 +385,15 @@ static int run(struct daemon *d)
         ub_info("main", "bus: NATS protocol on %s%s, auth %s", c->bus_listen,
                 c->tls_cert ? " (TLS)" : "", c->bus_auth);
     } else {
+        if (bxp_start(&d->loop, c->nats_url, &d->ext, err, sizeof err) != 0) {
+            ub_error("main", "%s", err);
+            return 2;
+        }
         ub_info("main", "bus: external NATS at %s; the embedded bus is not "
-                        "started (the control plane does not depend on it)",
+                        "started. The control plane keeps serving; the "
+                        "allowlist is not applied to that server: configure "
+                        "its authorization there. /healthz reports whether it "
+                        "answers.",
                 c->nats_url);
     }
     memset(&posture, 0, sizeof posture);
@@ -404,6 +417,7 @@ static int run(struct daemon *d)
     }
     api_set_server(d->api, d->http);
     api_set_bus(d->api, d->bus);
+    api_set_external_bus(d->api, d->ext);
     /* Raft starts last: a bad HTTP flag or a busy port must be reported
      * before any raft state is written. */
     if (meta_start(d->meta, err, sizeof err) != 0) {

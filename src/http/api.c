@@ -18,6 +18,7 @@
 #include "lib/log.h"
 #include "raft_glue/meta.h"
 #include "bus/bus.h"
+#include "bus/extprobe.h"
 #include "raft_glue/node.h"
 #include "route/hub.h"
 #include "server.h"
@@ -31,6 +32,7 @@ struct api {
     struct api_posture posture;
     struct http_server *http;
     struct bus *bus;
+    struct bxp *ext; /* --nats-url: the external server's probe */
     uint64_t writes;
     uint64_t reads;
 };
@@ -680,6 +682,15 @@ static void handle_healthz(struct api *a, struct http_req *r)
                       "subscriptions", (json_int_t)bs.subs, "routes",
                       (json_int_t)bs.routes));
     }
+    if (a->ext) {
+        struct bxp_status xs;
+        bxp_get(a->ext, &xs);
+        json_object_set_new(
+            o, "bus",
+            json_pack("{s:s,s:b,s:s,s:s,s:s}", "external", bxp_url(a->ext),
+                      "reachable", xs.reachable, "server_name", xs.server_name,
+                      "version", xs.version, "error", xs.error));
+    }
     if (voters < 3) {
         json_object_set_new(o, "ha_warning",
                             json_string("not HA: the meta group has fewer "
@@ -961,6 +972,11 @@ struct api *api_create(struct meta *meta, struct ctl *ctl,
 void api_set_bus(struct api *a, struct bus *b)
 {
     a->bus = b;
+}
+
+void api_set_external_bus(struct api *a, struct bxp *p)
+{
+    a->ext = p;
 }
 
 void api_set_server(struct api *a, struct http_server *s)

@@ -32,6 +32,9 @@ void api_set_server(struct api *a, struct http_server *s);
 /* The bus whose counters /healthz and /metrics report (NULL: none). */
 struct bus;
 void api_set_bus(struct api *a, struct bus *b);
+/* With --nats-url: the probe of the external server (NULL: none). */
+struct bxp;
+void api_set_external_bus(struct api *a, struct bxp *p);
 
 /* The http_handler to give the server (arg = struct api *). */
 void api_handle(void *arg, struct http_req *r);

@@ -6,8 +6,11 @@ that the node keeps serving everyone else. The real NATS clients are driven
 by tests/compat."""
 import json
 import os
+import shutil
 import socket
+import subprocess
 import sys
+import tempfile
 import time
 import unittest
 import warnings
@@ -260,7 +263,6 @@ class Bus(unittest.TestCase):
         pub = Client(self.n, self.admin)
         chunk = b"x" * 65536
         frame = b"PUB flood 65536\r\n" + chunk + b"\r\n"
-        got = 0
         for _ in range(20):  # 80 MiB in all, past the 64 MiB limit
             pub.send(frame * 64)
             # the fast subscriber drains as we go
@@ -294,6 +296,60 @@ class Bus(unittest.TestCase):
         for name in ("connections", "subscriptions", "msgs_in_total", "bytes_out_total",
                      "slow_consumers_total", "auth_failures_total"):
             self.assertRegex(m, r"\nunibus_bus_%s \d+\n" % name)
+
+
+NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
+
+
+@unittest.skipUnless(os.path.exists(NATS_SERVER), "Debian's nats-server is not installed")
+class ExternalNats(unittest.TestCase):
+    """--nats-url: the embedded bus stays off, the control plane serves on,
+    and /healthz says whether the external server answers."""
+
+    def test_external_nats_server(self):
+        port = ubcluster.free_port()
+        nats = subprocess.Popen([NATS_SERVER, "-a", "127.0.0.1", "-p", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: (nats.poll() is None and nats.kill(), nats.wait()))
+        c = ubcluster.Cluster(BIN, n=1)
+        self.addCleanup(c.close)
+        n = c.nodes[0]
+        n.extra = ["--nats-url", "nats://127.0.0.1:%d" % port]
+        c.start()
+        c.wait_leader()
+        admin = c.admin()
+        self.assertEqual(n.request("GET", "/v1/me", ident=admin)[0], 200)
+
+        def bus():
+            return (n.health()[1] or {}).get("bus", {})
+        ubcluster.wait_for(lambda: bus().get("reachable") is True, timeout=15,
+                           what="the external server to be seen")
+        b = bus()
+        self.assertEqual(b["external"], "nats://127.0.0.1:%d" % port)
+        self.assertRegex(b["version"], r"^\d+\.\d+\.\d+$")
+        self.assertEqual(n.health()[1]["posture"]["bus_auth"], "external")
+        self.assertFalse(n.health()[1]["posture"]["acl"])
+        with self.assertRaises(OSError):
+            socket.create_connection(("127.0.0.1", n.bus_port), timeout=2).close()
+        nats.kill()
+        nats.wait()
+        ubcluster.wait_for(lambda: bus().get("reachable") is False, timeout=15,
+                           what="the lost external server to be reported")
+        self.assertTrue(bus()["error"])
+        self.assertEqual(n.health()[0], 200)  # the control plane does not depend on it
+
+    def test_bad_nats_url_refused(self):
+        for url, why in (("nats://user:secret@127.0.0.1:4222", "credentials"),
+                         ("http://127.0.0.1:4222", "nats://HOST:PORT"),
+                         ("nats://127.0.0.1", "nats://HOST:PORT")):
+            d = tempfile.mkdtemp(prefix="unibus-natsurl-")
+            self.addCleanup(shutil.rmtree, d, True)
+            r = subprocess.run([BIN, "--data-dir", d, "--http-listen",
+                                "127.0.0.1:%d" % ubcluster.free_port(), "--nats-url", url],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn(why, r.stderr)
+            self.assertNotIn("secret", r.stderr)
 
 
 if __name__ == "__main__":
