@@ -1450,7 +1450,9 @@ static void on_tick(uv_timer_t *t)
             conn_close(c, NULL);
             continue;
         }
-        if (c->state == C_CONNECT && b->cfg.auth != BUS_AUTH_OFF &&
+        /* Without authentication too: a client that never says CONNECT
+         * would otherwise hold its socket forever (PINGs start at OPEN). */
+        if (c->state == C_CONNECT &&
             now - c->started >= b->cfg.auth_timeout_ms) {
             b->st.auth_failures++;
             conn_close(c, "Authentication Timeout");
