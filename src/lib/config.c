@@ -87,12 +87,15 @@ static void env_name(const char *flag, char *out, size_t outlen)
 void ub_config_usage(const char *prog)
 {
     printf("usage: %s [FLAGS]\n"
+           "       %s migrate-to-kv --db FILE --nats-url URL [--ca FILE] "
+           "(see migrate-to-kv --help)\n"
            "       %s --version | --help\n\n"
            "membershipd runs one unibus node: the HTTP control plane, the KV\n"
-           "state machine replicated through raft, and the cluster routes.\n"
+           "state machine replicated through raft, the NATS-protocol bus and\n"
+           "the cluster routes.\n"
            "Every flag may also come from UNIBUS_<FLAG> in the environment\n"
            "(e.g. UNIBUS_DATA_DIR); flags win.\n\nFlags:\n",
-           prog, prog);
+           prog, prog, prog);
     for (size_t i = 0; i < N_OPTS; i++) {
         char env[64];
         env_name(opts[i].flag, env, sizeof env);

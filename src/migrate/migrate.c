@@ -20,8 +20,8 @@
 #include <nats/nats.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <sqlite3.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +41,8 @@
 #define DEFAULT_BUS_PORT 4250
 #define HANDLE_MAX 64
 
-enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
+/* Exit statuses (docs/migrate.md). */
+enum { MIGRATE_OK = 0, MIGRATE_FAILED = 1, MIGRATE_USAGE = 2 };
 
 struct options {
     const char *db;        /* borrowed from argv */
@@ -245,6 +246,7 @@ static int parse_target(const char *url, struct target *t, char *err,
     const char *p = url, *sep = strstr(url, "://");
     const char *host, *host_end, *end;
     size_t host_len;
+    bool bracketed;
 
     memset(t, 0, sizeof *t);
     t->port = DEFAULT_BUS_PORT;
@@ -276,7 +278,8 @@ static int parse_target(const char *url, struct target *t, char *err,
                  "--nats-url takes the URL of one node, not a list");
         return -1;
     }
-    if (*p == '[') {
+    bracketed = *p == '[';
+    if (bracketed) {
         host = p + 1;
         host_end = memchr(host, ']', (size_t)(end - host));
         if (host_end == NULL) {
@@ -328,7 +331,8 @@ static int parse_target(const char *url, struct target *t, char *err,
         }
         t->port = (int)port;
     }
-    if (strchr(t->host, ':') != NULL) {
+    if (bracketed || strchr(t->host, ':') != NULL) {
+        /* Brackets hold an IPv6 address and nothing else. */
         struct in6_addr a6;
         if (inet_pton(AF_INET6, t->host, &a6) != 1) {
             snprintf(err, errlen, "--nats-url '%s': bad IPv6 address", url);
@@ -817,7 +821,7 @@ static int import_all(const struct options *o, const struct target *t,
     char inbox[8 + HANDLE_MAX];
     size_t sent = 0;
     bool stopped = false;
-    int rc = EXIT_FAILED;
+    int rc = MIGRATE_FAILED;
 
     snprintf(inbox, sizeof inbox, "_INBOX.%s", o->handle);
     s = natsOptions_Create(&opts);
@@ -844,6 +848,17 @@ static int import_all(const struct options *o, const struct target *t,
     if (s == NATS_OK) {
         s = natsOptions_SetTimeout(opts, CONNECT_TIMEOUT_MS);
     }
+    if (s == NATS_OK && t->tls && o->ca != NULL) {
+        /* nats.c adds OpenSSL's default trust store (the system CAs) to
+         * every TLS context it makes. Point those defaults at --ca alone
+         * before it makes ours, so that the node's certificate is accepted
+         * from that CA only: a pin, not any public CA. */
+        if (setenv("SSL_CERT_FILE", o->ca, 1) != 0 ||
+            setenv("SSL_CERT_DIR", "/nonexistent/unibus-no-ca-dir", 1) != 0 ||
+            setenv("SSL_CERT_URI", "/nonexistent/unibus-no-ca-dir", 1) != 0) {
+            s = NATS_NO_MEMORY;
+        }
+    }
     if (s == NATS_OK && t->tls) {
         s = natsOptions_SetSecure(opts, true);
         if (s == NATS_OK && o->ca != NULL) {
@@ -851,7 +866,7 @@ static int import_all(const struct options *o, const struct target *t,
             if (s != NATS_OK) {
                 fprintf(stderr, PROG ": cannot load --ca %s: %s\n", o->ca,
                         nats_error_text(s));
-                rc = EXIT_USAGE;
+                rc = MIGRATE_USAGE;
                 goto out;
             }
         }
@@ -926,8 +941,8 @@ static int import_all(const struct options *o, const struct target *t,
                      "the job\n",
                 sent, list->n);
     }
-    rc = tl.conflicts == 0 && tl.failed == 0 && !stopped ? EXIT_OK
-                                                         : EXIT_FAILED;
+    rc = tl.conflicts == 0 && tl.failed == 0 && !stopped ? MIGRATE_OK
+                                                         : MIGRATE_FAILED;
 out:
     if (nc != NULL) {
         printf("imported %zu: %u created, %u unchanged, %u conflicts",
@@ -963,17 +978,17 @@ int migrate_main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     rv = parse_args(&o, argc, argv);
     if (rv != 0) {
-        return rv > 0 ? EXIT_OK : EXIT_USAGE;
+        return rv > 0 ? MIGRATE_OK : MIGRATE_USAGE;
     }
     if (!handle_valid(o.handle, strlen(o.handle))) {
         fprintf(stderr,
                 PROG ": --handle must match [a-z0-9][a-z0-9_-]{0,63}\n");
-        return EXIT_USAGE;
+        return MIGRATE_USAGE;
     }
     if (o.url != NULL) {
         if (parse_target(o.url, &t, err, sizeof err) != 0) {
             fprintf(stderr, PROG ": %s\n", err);
-            return EXIT_USAGE;
+            return MIGRATE_USAGE;
         }
         /* DESIGN.md §6 item 4: the allowlist crosses the network only over
          * TLS whose server certificate is pinned to a CA we were given. */
@@ -985,7 +1000,7 @@ int migrate_main(int argc, char **argv)
                          "certificate, or run it on the node against "
                          "nats://127.0.0.1:%d\n",
                     o.url, t.host, DEFAULT_BUS_PORT);
-            return EXIT_USAGE;
+            return MIGRATE_USAGE;
         }
         if (o.ca != NULL) {
             t.tls = true;
@@ -994,16 +1009,16 @@ int migrate_main(int argc, char **argv)
     if (o.ca != NULL && access(o.ca, R_OK) != 0) {
         fprintf(stderr, PROG ": cannot read --ca %s: %s\n", o.ca,
                 strerror(errno));
-        return EXIT_USAGE;
+        return MIGRATE_USAGE;
     }
     if (o.url != NULL && load_public_key(o.seed_file, pub) != 0) {
-        return EXIT_USAGE;
+        return MIGRATE_USAGE;
     }
 
     rv = load_members(o.db, &list);
     if (rv != 0) {
         free(list.v);
-        return EXIT_FAILED;
+        return MIGRATE_FAILED;
     }
     if (o.dry_run) {
         for (size_t i = 0; i < list.n; i++) {
@@ -1019,13 +1034,13 @@ int migrate_main(int argc, char **argv)
         }
         printf("\n");
         free(list.v);
-        return EXIT_OK;
+        return MIGRATE_OK;
     }
     if (list.n == 0) {
         printf("%s holds no members; nothing to import\n", o.db);
         printf("imported 0: 0 created, 0 unchanged, 0 conflicts\n");
         free(list.v);
-        return EXIT_OK;
+        return MIGRATE_OK;
     }
     rv = import_all(&o, &t, pub, &list);
     free(list.v);

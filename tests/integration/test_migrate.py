@@ -12,11 +12,13 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import ubcluster  # noqa: E402
 import ubsign  # noqa: E402
+from ubnats import Client  # noqa: E402
 
 BIN = os.environ["MEMBERSHIPD"]
 
@@ -34,6 +36,16 @@ def make_db(path, rows, schema=SCHEMA):
     db.close()
 
 
+def bus_knows(node, ident):
+    """Whether the node's bus lets ident connect: the bus learns a new
+    member from the KV a moment after the HTTP write is acknowledged."""
+    try:
+        Client(node, ident).close()
+        return True
+    except (AssertionError, OSError):
+        return False
+
+
 def digest(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
@@ -48,6 +60,8 @@ class Migrate(unittest.TestCase):
         cls.c.start()
         cls.c.wait_leader()
         cls.admin = cls.c.admin()
+        ubcluster.wait_for(lambda: bus_knows(cls.n, cls.admin), timeout=30,
+                           what="the bus to know the admin")
         cls.seed_file = os.path.join(cls.n.data, "admin.nk")
         cls.work = tempfile.mkdtemp(prefix="unibus-migrate-")
         cls.addClassCleanup(shutil.rmtree, cls.work, True)
@@ -242,6 +256,8 @@ class Migrate(unittest.TestCase):
         mallory = ubsign.Identity("mallory")
         st, j = self.n.request("POST", "/v1/members", mallory.member_body("member"))
         self.assertEqual(st, 201, j)
+        ubcluster.wait_for(lambda: bus_knows(self.n, mallory), timeout=30,
+                           what="the bus to know mallory")
         seed = os.path.join(self.work, "mallory.nk")
         with open(seed, "w") as f:
             f.write(mallory.seed + "\n")
@@ -280,6 +296,72 @@ class Migrate(unittest.TestCase):
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
         self.assertIn("not a unibus node", r.stderr)
         self.assertSourceUntouched()
+
+
+class MigrateTLS(unittest.TestCase):
+    """A node whose bus speaks TLS (--tls-cert): --ca pins its certificate,
+    and a CA that did not sign it is refused before anything is sent."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.c = ubcluster.Cluster(BIN, n=1)
+        cls.addClassCleanup(cls.c.close)
+        cls.n = cls.c.nodes[0]
+        certs = os.path.join(cls.c.root, "tls")
+        subprocess.run([os.path.join(ubcluster.SRC, "deploy/cluster/generate-cluster-certs.sh"),
+                        "--out", certs, cls.n.name], check=True, stdout=subprocess.DEVNULL)
+        cls.client_ca = os.path.join(certs, "client-ca.crt")
+        cls.other_ca = os.path.join(certs, "cluster-ca.crt")
+        cls.n.extra = ["--tls-cert", os.path.join(certs, "server.crt"),
+                       "--tls-key", os.path.join(certs, "server.key")]
+        cls.n.http_ca = cls.client_ca
+        cls.c.start()
+        cls.c.wait_leader()
+        cls.admin = cls.c.admin()
+        cls.seed_file = os.path.join(cls.n.data, "admin.nk")
+        cls.work = tempfile.mkdtemp(prefix="unibus-migrate-tls-")
+        cls.addClassCleanup(shutil.rmtree, cls.work, True)
+        cls.olga = ubsign.Identity("olga")
+        cls.db = os.path.join(cls.work, "allowlist.db")
+        make_db(cls.db, [("olga", "admin", cls.olga.pub)])
+
+    def migrate(self, url, *args, env=None):
+        r = subprocess.run([BIN, "migrate-to-kv", "--db", self.db, "--nats-url", url,
+                            "--seed-file", self.seed_file] + list(args),
+                           cwd=self.work, capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, **(env or {})))
+        self.assertNotIn(self.admin.seed, r.stdout + r.stderr)
+        return r
+
+    def test_ca_pins_the_node(self):
+        url = "nats://127.0.0.1:%d" % self.n.bus_port
+        # The last case: OpenSSL's default trust store (here via
+        # SSL_CERT_FILE) holds the node's CA, but --ca names another: a pin
+        # means only --ca counts.
+        for args, frag, env in (([], "--ca FILE", None),
+                                (["--ca", self.other_ca], "TLS", None),
+                                (["--ca", self.other_ca], "TLS",
+                                 {"SSL_CERT_FILE": self.client_ca})):
+            r = self.migrate(url, *args, env=env)
+            self.assertEqual(r.returncode, 1, (args, r.stdout, r.stderr))
+            self.assertIn(frag, r.stderr)
+            self.assertNotIn("imported", r.stdout)
+            self.assertEqual(self.n.request("GET", "/v1/members/olga")[0], 404)
+        # The bus may learn the admin a moment after HTTP does.
+        deadline = time.time() + 30
+        while True:
+            r = self.migrate(url, "--ca", self.client_ca)
+            if "Authorization Violation" not in r.stderr or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("created olga (admin)", r.stdout.splitlines())
+        st, j = self.n.request("GET", "/v1/members/olga")
+        self.assertEqual((st, j["role"], j["sign_pub"]), (200, "admin", self.olga.pub))
+        r = self.migrate("tls://localhost:%d" % self.n.bus_port, "--ca", self.client_ca)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("imported 1: 0 created, 1 unchanged, 0 conflicts",
+                      r.stdout.splitlines())
 
 
 if __name__ == "__main__":
