@@ -28,6 +28,7 @@
 #include "lib/log.h"
 #include "migrate/migrate.h"
 #include "raft_glue/meta.h"
+#include "raft_glue/node.h"
 #include "route/hub.h"
 
 #define MAX_ROUTES 16
@@ -44,6 +45,7 @@ struct daemon {
     struct bxp *ext;
     uv_signal_t sigterm, sigint;
     uv_timer_t stop_timer;
+    uv_timer_t route_sync; /* bus routes follow the meta group */
     uint64_t stop_start;
     bool stopping;
     bool meta_closing;
@@ -165,6 +167,7 @@ static void finish_stop(struct daemon *d)
     uv_close((uv_handle_t *)&d->sigterm, handle_closed_noop);
     uv_close((uv_handle_t *)&d->sigint, handle_closed_noop);
     uv_close((uv_handle_t *)&d->stop_timer, handle_closed_noop);
+    uv_close((uv_handle_t *)&d->route_sync, handle_closed_noop);
 }
 
 static void hub_closed(void *arg)
@@ -242,6 +245,7 @@ static void begin_stop(struct daemon *d, const char *why)
     } else {
         d->http_closed = true;
     }
+    uv_timer_stop(&d->route_sync);
     if (d->bus) {
         api_set_bus(d->api, NULL);
         bus_close(d->bus, bus_closed, d);
@@ -254,6 +258,20 @@ static void begin_stop(struct daemon *d, const char *why)
         d->bus_closed = true;
     }
     uv_timer_start(&d->stop_timer, stop_tick, 0, 20);
+}
+
+/* A node that joined after start is in no --routes list: route the bus to
+ * every member of the meta group's configuration. */
+static void route_sync_tick(uv_timer_t *t)
+{
+    struct daemon *d = t->data;
+    struct rg_node *n = d->meta && d->bus ? meta_node(d->meta) : NULL;
+    const struct raft_configuration *cfg = n ? rg_node_configuration(n) : NULL;
+    for (unsigned i = 0; cfg && i < cfg->n; i++) {
+        if (cfg->servers[i].id != rg_node_id(n) && cfg->servers[i].address) {
+            bus_add_route(d->bus, cfg->servers[i].address);
+        }
+    }
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -440,6 +458,11 @@ static int run(struct daemon *d)
     uv_signal_start(&d->sigint, on_signal, SIGINT);
     uv_timer_init(&d->loop, &d->stop_timer);
     d->stop_timer.data = d;
+    uv_timer_init(&d->loop, &d->route_sync);
+    d->route_sync.data = d;
+    if (d->hub != NULL && d->bus != NULL) {
+        uv_timer_start(&d->route_sync, route_sync_tick, 2000, 2000);
+    }
 #ifdef UB_HAVE_SYSTEMD
     sd_notify(0, "READY=1");
 #endif

@@ -75,6 +75,11 @@ int bus_port(const struct bus *b);
 
 void bus_get_stats(const struct bus *b, struct bus_stats *out);
 
+/* Routes to address too ("host:port" of a node's route listener): the
+ * node keeps the bus routed to every member of the meta group, not only
+ * to --routes. Known addresses and a node without routes are ignored. */
+void bus_add_route(struct bus *b, const char *address);
+
 /* Stops accepting, closes every connection (they see EOF), closes routes,
  * and frees the bus; cb(arg) runs when every handle is closed. */
 void bus_close(struct bus *b, void (*cb)(void *arg), void *arg);

@@ -63,6 +63,10 @@ static void finish(struct bxp *p, const char *error)
     p->st.checked_ms = uv_now(p->loop);
     p->st.reachable = error == NULL;
     snprintf(p->st.error, sizeof p->st.error, "%s", error ? error : "");
+    if (error != NULL) { /* what answered before may be gone */
+        p->st.server_name[0] = '\0';
+        p->st.version[0] = '\0';
+    }
     if (p->tcp) {
         uv_close((uv_handle_t *)p->tcp, tcp_closed);
         p->tcp = NULL;

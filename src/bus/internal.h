@@ -60,6 +60,9 @@ void brt_interest(struct brt *r, const char *pattern, size_t plen,
 size_t brt_publish(struct brt *r, const struct bmsg *m,
                    const char *const *local_queues, const size_t *local_lens,
                    size_t n_local);
+/* Also routes to address (a node that joined the cluster after start).
+ * 1 when added, 0 when known already, -1 when full or closing. */
+int brt_add_peer(struct brt *r, const char *address);
 /* Route peers connected now. */
 unsigned brt_connected(const struct brt *r);
 

@@ -59,6 +59,9 @@
 #define BRT_OUT_MAX_FRAME 64 /* peers send nothing on our outbound */
 #define BRT_ENC_KEEP (1u << 20) /* scratch kept between messages */
 #define BRT_TOO_BIG_LOG_MS 10000
+/* Outbound peers, allocated once: each holds a uv timer, so the array never
+ * moves. --routes plus nodes that joined later (brt_add_peer). */
+#define BRT_MAX_PEERS 32
 
 /* ------------------------------------------------------------------ */
 /* (pattern, queue) table */
@@ -701,10 +704,13 @@ struct brt *brt_new(struct bus *b, struct rt_hub *hub,
                     const char *const *peers, unsigned n_peers)
 {
     struct brt *r = calloc(1, sizeof *r);
-    size_t n = n_peers ? n_peers : 1;
+    size_t n = BRT_MAX_PEERS;
 
     if (r == NULL) {
         return NULL;
+    }
+    if (n_peers > BRT_MAX_PEERS) {
+        n_peers = BRT_MAX_PEERS;
     }
     r->bus = b;
     r->hub = hub;
@@ -748,6 +754,40 @@ struct brt *brt_new(struct bus *b, struct rt_hub *hub,
         out_dial(&r->outs[i]);
     }
     return r;
+}
+
+int brt_add_peer(struct brt *r, const char *address)
+{
+    struct brt_out *o;
+    if (r->closing) {
+        return -1;
+    }
+    for (unsigned i = 0; i < r->n_out; i++) {
+        if (strcmp(r->outs[i].address, address) == 0) {
+            return 0;
+        }
+    }
+    if (r->n_out == BRT_MAX_PEERS) {
+        return -1;
+    }
+    o = &r->outs[r->n_out];
+    memset(o, 0, sizeof *o);
+    o->address = strdup(address);
+    if (o->address == NULL) {
+        return -1;
+    }
+    o->r = r;
+    snprintf(o->name, sizeof o->name, "%s", o->address);
+    o->backoff_ms = BRT_BACKOFF_MIN_MS;
+    uv_timer_init(r->loop, &o->timer);
+    o->timer.data = o;
+    r->handles++;
+    r->n_out++;
+    ub_info(MOD, "bus route to %s: a cluster member not in --routes; "
+                 "routing to it too",
+            address);
+    out_dial(o);
+    return 1;
 }
 
 static void maybe_finish(struct brt *r)

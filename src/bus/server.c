@@ -427,7 +427,8 @@ static void deliver(struct bsub *s, const struct bmsg *m)
     *p++ = '\n';
     c->out.len = (size_t)(p - c->out.p);
     b->st.msgs_out++;
-    b->st.bytes_out += body;
+    b->st.bytes_out += body; /* headers and payload (headers stripped for
+                                clients without header support) */
     queue_flush(c);
 
     /* A member that receives a request may answer it once. */
@@ -672,10 +673,15 @@ static void on_directory(void *arg, const char *handle)
             continue;
         }
         if (load_rights(c) != 0) {
-            ub_info("bus", "client %llu: member %s was removed; disconnecting",
-                    (unsigned long long)c->cid, c->acl.handle);
             if (b->cfg.auth == BUS_AUTH_ENFORCE) {
+                ub_info("bus", "client %llu: member %s was removed; "
+                               "disconnecting",
+                        (unsigned long long)c->cid, c->acl.handle);
                 conn_close(c, "Authorization Violation");
+            } else {
+                ub_warn("bus", "client %llu: member %s was removed; kept "
+                               "connected (--bus-auth warn)",
+                        (unsigned long long)c->cid, c->acl.handle);
             }
             continue;
         }
@@ -689,12 +695,8 @@ static void on_directory(void *arg, const char *handle)
             while (s) {
                 struct bsub *sn = s->next;
                 if (!bacl_can_subscribe(&c->acl, s->subject, s->subject_len)) {
-                    char text[1100];
-                    snprintf(text, sizeof text,
-                             "Permissions Violation for Subscription to "
-                             "\"%.*s\"",
-                             (int)s->subject_len, s->subject);
-                    send_err(c, text);
+                    violation(c, "Subscription to", s->subject,
+                              s->subject_len, s->queue, s->queue_len);
                     sub_remove(s);
                 }
                 s = sn;
@@ -831,7 +833,7 @@ static int on_pub(void *arg, const struct bp_pub *p)
         return -1;
     }
     b->st.msgs_in++;
-    b->st.bytes_in += p->total_len - p->hdr_len;
+    b->st.bytes_in += p->total_len; /* headers and payload, as bytes_out */
     if (!sl_subject_literal(p->subject, p->subject_len) ||
         (p->reply && !sl_subject_literal(p->reply, p->reply_len))) {
         send_err(c, "Invalid Publish Subject");
@@ -1506,12 +1508,11 @@ static int load_tls(struct bus *b, char *err, size_t errlen)
         SSL_CTX_use_PrivateKey_file(b->tls, b->cfg.tls_key, SSL_FILETYPE_PEM) !=
             1 ||
         SSL_CTX_check_private_key(b->tls) != 1) {
+        char why[256];
+        ERR_error_string_n(ERR_peek_last_error(), why, sizeof why);
         snprintf(err, errlen,
                  "bus TLS: cannot load --tls-cert %s / --tls-key %s: %s",
-                 b->cfg.tls_cert, b->cfg.tls_key,
-                 ERR_reason_error_string(ERR_peek_last_error())
-                     ? ERR_reason_error_string(ERR_peek_last_error())
-                     : "unknown error");
+                 b->cfg.tls_cert, b->cfg.tls_key, why);
         ERR_clear_error();
         return -1;
     }
@@ -1649,6 +1650,13 @@ int bus_create(uv_loop_t *loop, const struct bus_config *cfg, struct bus **out,
     }
     *out = b;
     return 0;
+}
+
+void bus_add_route(struct bus *b, const char *address)
+{
+    if (b->routes != NULL) {
+        brt_add_peer(b->routes, address);
+    }
 }
 
 int bus_port(const struct bus *b)

@@ -36,7 +36,7 @@
 enum rt_kind {
     RT_KIND_RAFT = 1,     /* raft traffic; the group selects the raft group */
     RT_KIND_DISCOVER = 2, /* cluster discovery */
-    RT_KIND_FORWARD = 3,  /* bus interest / request forwarding */
+    RT_KIND_FORWARD = 3,  /* requests forwarded to the meta leader */
     RT_KIND_BUS = 4,      /* bus routes: interest and messages, one way */
     RT_KIND_MAX = 15,
 };

@@ -16,14 +16,14 @@ BIN = os.environ["MEMBERSHIPD"]
 
 
 def wait_routes(node, want, timeout=20):
-    ubcluster.wait_for(lambda: (node.health()[1] or {}).get("bus", {}).get("routes") == want,
+    ubcluster.wait_for(lambda: (node.health()[1] or {}).get("bus", {}).get("routes", 0) >= want,
                        timeout=timeout, what="%s to have %d bus routes" % (node.name, want))
 
 
 class BusCluster(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.c = ubcluster.Cluster(BIN, n=3)
+        cls.c = ubcluster.Cluster(BIN, n=3, spare_names=("n4",))
         cls.addClassCleanup(cls.c.close)
         cls.c.start()
         cls.c.wait_leader()
@@ -117,6 +117,28 @@ class BusCluster(unittest.TestCase):
             pub.send("PUB jobs.%d 1\r\nj\r\n" % i)
         self.assertEqual(pub.ping(), [])
         self.assertEqual(sum(1 for l in local.ping() if l.startswith("MSG")), 50)
+
+    def test_joined_node_is_routed(self):
+        """A node that joins later is in nobody's --routes: the bus follows
+        the meta group's configuration instead."""
+        n1 = self.c.nodes[0]
+        n4 = self.c.add_node("n4")
+        n4.start()
+        ubcluster.wait_for(lambda: any(m["name"] == "n4" for m in
+                                       (n1.cluster_info()[1] or {}).get("members", [])),
+                           timeout=40, what="n4 to join")
+        wait_routes(n1, 3)
+        wait_routes(n4, 3)
+        a = Client(n1, self.admin)
+        d = Client(n4, self.admin)
+        d.send("SUB late.x 1\r\n")
+        self.probe(d, a)
+        a.send("PUB late.x 2\r\nhi\r\n")
+        self.assertEqual(d.msg()[4], b"hi")
+        a.send("SUB late.y 1\r\n")
+        self.probe(a, d)
+        d.send("PUB late.y 2\r\nho\r\n")
+        self.assertEqual(a.msg()[4], b"ho")
 
     def test_member_removal_reaches_every_node(self):
         eve = ubsign.Identity("eve")
