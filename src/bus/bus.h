@@ -57,6 +57,7 @@ struct bus_stats {
     uint64_t msgs_in, bytes_in;   /* published by clients */
     uint64_t msgs_out, bytes_out; /* delivered to clients */
     uint64_t slow_consumers;      /* connections cut off */
+    uint64_t stalls;              /* publishers paused for a subscriber */
     uint64_t auth_failures;
     uint64_t permission_denials;
     uint64_t route_msgs_in, route_msgs_out;

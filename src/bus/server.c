@@ -37,6 +37,16 @@
 #define MAX_GRANTS 256          /* response grants kept per connection */
 #define GRANT_TTL_MS (2 * 60 * 1000)
 #define TICK_MS 250
+/* Publisher stalls (flow control): a publisher whose messages pushed a
+ * subscriber that is draining past STALL_BYTES pending stops being read
+ * until that subscriber is below STALL_RESUME, for at most STALL_MAX_MS.
+ * A subscriber that made no write progress for STALL_STUCK_MS stalls
+ * nobody: it is stuck, fills up and is cut off as a slow consumer alone. */
+#define STALL_BYTES (2u << 20)
+#define STALL_RESUME (1u << 20)
+#define STALL_MAX_MS 250
+#define STALL_STUCK_MS 50
+#define STALL_CHECK_MS 2
 
 struct bbuf {
     char *p;
@@ -89,6 +99,12 @@ struct bconn {
     struct grant *grants;
     size_t n_grants;
     bool warned; /* warn mode: violation logged once per connection */
+    uint64_t last_progress;     /* uv_now() when its socket last took bytes */
+    struct bconn *stall_target; /* subscriber this publisher waits for */
+    bool stall_pending;         /* stall after the current read */
+    bool stalled;               /* reads paused (on the bus's stalled list) */
+    uint64_t stall_start;
+    struct bconn *stall_next;
 };
 
 struct bsub {
@@ -114,6 +130,8 @@ struct bus {
     uv_tcp_t listener;
     uv_prepare_t flusher;
     uv_timer_t tick;
+    uv_timer_t stall_timer;
+    struct bconn *stalled; /* publishers whose reads are paused */
     SSL_CTX *tls;
     struct sl_index *index;
     struct bdir *dir;
@@ -138,6 +156,9 @@ struct bus {
 
 static void conn_close(struct bconn *c, const char *err);
 static void conn_flush(struct bconn *c);
+static void check_stalls(struct bus *b);
+static void on_stall_timer(uv_timer_t *t);
+static void unstall(struct bconn *c);
 static void queue_flush(struct bconn *c);
 
 /* ------------------------------------------------------------------ */
@@ -462,6 +483,18 @@ static void deliver(struct bsub *s, const struct bmsg *m)
     }
 }
 
+/* Flow control: from's last message left subscriber c far behind. Only a
+ * subscriber that is draining counts (see STALL_*). */
+static void maybe_stall(struct bconn *from, struct bconn *c)
+{
+    if (from != NULL && from != c && c->state == C_OPEN &&
+        pending_bytes(c) > STALL_BYTES &&
+        uv_now(c->b->loop) - c->last_progress < STALL_STUCK_MS) {
+        from->stall_pending = true;
+        from->stall_target = c;
+    }
+}
+
 /* Local delivery of m published by `from` (NULL: from a route). Plain
  * subscribers all get it; each queue group one member, except the groups
  * not listed in only_queues when it is given (messages from routes).
@@ -483,6 +516,7 @@ static size_t deliver_local(struct bus *b, struct bconn *from,
             continue;
         }
         deliver(s, m);
+        maybe_stall(from, s->c);
         n++;
     }
     for (i = 0; i < r->ngroups; i++) {
@@ -509,6 +543,7 @@ static size_t deliver_local(struct bus *b, struct bconn *from,
                 continue;
             }
             deliver(s, m);
+            maybe_stall(from, s->c);
             n++;
             if (served != NULL && *n_served < served_cap) {
                 served[*n_served] = g->queue;
@@ -1056,6 +1091,10 @@ static void on_written(uv_write_t *req, int status)
         }
         return;
     }
+    c->last_progress = uv_now(c->b->loop);
+    if (c->b->stalled != NULL) {
+        check_stalls(c->b);
+    }
     if (c->state == C_CLOSING) {
         return;
     }
@@ -1091,6 +1130,9 @@ static void conn_flush(struct bconn *c)
     }
     ub = uv_buf_init(src->p, (unsigned)src->len);
     n = uv_try_write((uv_stream_t *)&c->tcp, &ub, 1);
+    if (n > 0) {
+        c->last_progress = uv_now(c->b->loop);
+    }
     if (n == (int)src->len) {
         src->len = 0;
         if (src->cap > 1024 * 1024) {
@@ -1192,6 +1234,9 @@ static void conn_close(struct bconn *c, const char *err)
     if (!c->writing && prev != C_TLS) {
         conn_flush(c);
     }
+    if (c->stalled || c->b->stalled != NULL) {
+        unstall(c);
+    }
     if (c->queued) { /* it is freed before the next flush */
         struct bconn **p = &b->flush_head;
         while (*p != c) {
@@ -1212,6 +1257,57 @@ static void conn_close(struct bconn *c, const char *err)
     b->st.conns--;
     uv_read_stop((uv_stream_t *)&c->tcp);
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+
+/* Resumes the stalled publishers whose subscriber caught up, got stuck or
+ * went away, or that waited long enough. */
+static void check_stalls(struct bus *b)
+{
+    uint64_t now = uv_now(b->loop);
+    struct bconn **p = &b->stalled;
+    while (*p) {
+        struct bconn *c = *p, *t = c->stall_target;
+        if (t == NULL || pending_bytes(t) <= STALL_RESUME ||
+            now - t->last_progress >= STALL_STUCK_MS ||
+            now - c->stall_start >= STALL_MAX_MS) {
+            *p = c->stall_next;
+            c->stalled = false;
+            c->stall_target = NULL;
+            c->stall_next = NULL;
+            uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+            continue;
+        }
+        p = &c->stall_next;
+    }
+    if (b->stalled == NULL) {
+        uv_timer_stop(&b->stall_timer);
+    }
+}
+
+static void on_stall_timer(uv_timer_t *t)
+{
+    check_stalls(t->data);
+}
+
+/* c is going away: no publisher waits for it, and it waits for nobody. */
+static void unstall(struct bconn *c)
+{
+    struct bus *b = c->b;
+    struct bconn **p = &b->stalled;
+    while (*p) {
+        if (*p == c) {
+            *p = c->stall_next;
+            continue;
+        }
+        if ((*p)->stall_target == c) {
+            (*p)->stall_target = NULL;
+        }
+        p = &(*p)->stall_next;
+    }
+    c->stalled = false;
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -1302,6 +1398,20 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     } else {
         feed(c, (const uint8_t *)buf->base, (size_t)nread);
     }
+    if (c->stall_pending && c->state != C_CLOSING && !c->stalled) {
+        struct bus *b = c->b;
+        c->stall_pending = false;
+        c->stalled = true;
+        c->stall_start = uv_now(b->loop);
+        c->stall_next = b->stalled;
+        b->stalled = c;
+        b->st.stalls++;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        if (!uv_is_active((uv_handle_t *)&b->stall_timer)) {
+            uv_timer_start(&b->stall_timer, on_stall_timer, STALL_CHECK_MS,
+                           STALL_CHECK_MS);
+        }
+    }
 }
 
 static void send_info(struct bconn *c)
@@ -1390,7 +1500,7 @@ static void on_connection(uv_stream_t *server, int status)
     b->conns = c;
     b->st.conns++;
     b->st.conns_total++;
-    c->started = c->last_ping = uv_now(b->loop);
+    c->started = c->last_ping = c->last_progress = uv_now(b->loop);
     c->verbose = false;
     c->echo = true;
     c->acl.all = b->cfg.auth == BUS_AUTH_OFF;
@@ -1621,7 +1731,9 @@ int bus_create(uv_loop_t *loop, const struct bus_config *cfg, struct bus **out,
     b->flusher.data = b;
     uv_timer_init(loop, &b->tick);
     b->tick.data = b;
-    b->open_handles = 3;
+    uv_timer_init(loop, &b->stall_timer);
+    b->stall_timer.data = b;
+    b->open_handles = 4;
     if ((rv = uv_tcp_bind(&b->listener, (struct sockaddr *)&addr, 0)) != 0 ||
         (rv = uv_listen((uv_stream_t *)&b->listener, 511, on_connection)) !=
             0) {
@@ -1706,4 +1818,5 @@ void bus_close(struct bus *b, void (*cb)(void *arg), void *arg)
     uv_close((uv_handle_t *)&b->listener, on_handle_closed);
     uv_close((uv_handle_t *)&b->flusher, on_handle_closed);
     uv_close((uv_handle_t *)&b->tick, on_handle_closed);
+    uv_close((uv_handle_t *)&b->stall_timer, on_handle_closed);
 }

@@ -882,6 +882,7 @@ static void handle_metrics(struct api *a, struct http_req *r)
             {"msgs_out_total", "counter", bs.msgs_out},
             {"bytes_out_total", "counter", bs.bytes_out},
             {"slow_consumers_total", "counter", bs.slow_consumers},
+            {"publisher_stalls_total", "counter", bs.stalls},
             {"auth_failures_total", "counter", bs.auth_failures},
             {"permission_denials_total", "counter", bs.permission_denials},
             {"route_msgs_in_total", "counter", bs.route_msgs_in},
