@@ -42,8 +42,8 @@
  * until that subscriber is below STALL_RESUME, for at most STALL_MAX_MS.
  * A subscriber that made no write progress for STALL_STUCK_MS stalls
  * nobody: it is stuck, fills up and is cut off as a slow consumer alone. */
-#define STALL_BYTES (2u << 20)
-#define STALL_RESUME (1u << 20)
+#define STALL_BYTES (1u << 20)
+#define STALL_RESUME (256u << 10)
 #define STALL_MAX_MS 250
 #define STALL_STUCK_MS 50
 #define STALL_CHECK_MS 2
