@@ -156,6 +156,7 @@ struct meta {
     bool name_inflight;
     bool purge_inflight;
     bool changing; /* a local membership op holds raft's one change slot */
+    bool unblocking; /* a barrier to commit a predecessor's change runs */
     char name_buf[64];
     struct meta_latency latency;
     unsigned handles_open;
@@ -370,6 +371,35 @@ static const struct raft_server *find_server(struct meta *m, uint64_t id)
 
 static void local_change_cb(void *arg, int status);
 
+static void unblock_done(void *arg, int status, uint64_t index)
+{
+    struct meta *m = arg;
+    m->unblocking = false;
+    if (status == 0 && rg_node_repair_stale_change(m->node)) {
+        ub_warn("meta", "libraft still counted a committed configuration "
+                        "change as pending (index below %" PRIu64 "); "
+                        "marked it committed so changes can proceed",
+                index);
+    }
+}
+
+/* raft refuses a change while the last configuration entry is not
+ * committed. A leader elected with such an entry from an earlier term
+ * commits it only with an entry of its own term, and an idle cluster
+ * proposes none; and libraft 0.22 can keep a change it caught up on as a
+ * restarted follower counted as pending forever (rg_node.h). A barrier
+ * commits an entry of this term; after it, a pending index at or below the
+ * applied index is stale and is repaired. Either way the retry that follows
+ * finds the slot free. Found by tests/jepsen (membership workload). */
+static void unblock_changes(struct meta *m, int rv)
+{
+    if (rv == RAFT_CANTCHANGE && !m->unblocking && m->node != NULL &&
+        rg_node_is_leader(m->node) &&
+        rg_node_barrier(m->node, unblock_done, m) == 0) {
+        m->unblocking = true;
+    }
+}
+
 /* One step of add/promote; re-reads the configuration every time so a retry
  * (here or on a new leader) picks up where the last attempt stopped. */
 static void member_step(struct op *op)
@@ -401,6 +431,7 @@ static void member_step(struct op *op)
     }
     if (rv != 0) {
         m->changing = false;
+        unblock_changes(m, rv);
         if (raft_retryable(rv)) {
             op_retry(op, raft_strerror(rv));
         } else {
@@ -415,6 +446,7 @@ static void local_change_cb(void *arg, int status)
     struct meta *m = op->m;
     if (status != 0) {
         m->changing = false;
+        unblock_changes(m, status);
         ub_warn("meta", "membership change for %016" PRIx64 ": %s", op->id,
                 raft_strerror(status));
         op_retry(op, raft_strerror(status));
@@ -495,6 +527,7 @@ static void attempt_local(struct op *op)
         rv = rg_node_remove(m->node, op->id, local_change_cb, op);
         if (rv != 0) {
             m->changing = false;
+            unblock_changes(m, rv);
         }
         break;
     case OP_HEALTH: {

@@ -410,6 +410,33 @@ int rg_node_barrier(struct rg_node *n, rg_barrier_cb cb, void *arg)
     return 0;
 }
 
+bool rg_node_repair_stale_change(struct rg_node *n)
+{
+    struct raft *r = &n->raft;
+    struct raft_configuration copy;
+    raft_index idx = r->configuration_uncommitted_index;
+
+    if (raft_state(r) != RAFT_LEADER || idx == 0 || idx > r->last_applied ||
+        idx > r->commit_index) {
+        return false;
+    }
+    /* The entry is committed and applied, so raft's own bookkeeping (what
+     * applying it does) is simply behind: bring it up to date. */
+    raft_configuration_init(&copy);
+    for (unsigned i = 0; i < r->configuration.n; i++) {
+        const struct raft_server *s = &r->configuration.servers[i];
+        if (raft_configuration_add(&copy, s->id, s->address, s->role) != 0) {
+            raft_configuration_close(&copy);
+            return false;
+        }
+    }
+    raft_configuration_close(&r->configuration_committed);
+    r->configuration_committed = copy;
+    r->configuration_committed_index = idx;
+    r->configuration_uncommitted_index = 0;
+    return true;
+}
+
 static void change_cb(struct raft_change *req, int status)
 {
     struct change_req *c = req->data;

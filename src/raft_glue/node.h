@@ -81,6 +81,15 @@ void rg_node_on_change(struct rg_node *n, rg_event_cb cb, void *arg);
 /* Called when the watchdog sees the library stalled; the node is unusable. */
 void rg_node_on_fatal(struct rg_node *n, rg_event_cb cb, void *arg);
 
+/* Works around libraft 0.22 leaving configuration_uncommitted_index set on
+ * a node that restarted, caught up on configuration changes and then became
+ * leader: every change then fails with RAFT_CANTCHANGE, although the entry
+ * is committed and applied. On a leader whose pending change index is at or
+ * below the applied index, marks that configuration committed and returns
+ * true; otherwise changes nothing and returns false. Found by tests/jepsen;
+ * regression test in tests/integration/test_cluster.py. */
+bool rg_node_repair_stale_change(struct rg_node *n);
+
 bool rg_node_is_leader(struct rg_node *n);
 /* Leader id and address (address borrowed until the next loop iteration),
  * 0/NULL when unknown. */

@@ -253,6 +253,50 @@ class StaggeredBootstrap(unittest.TestCase):
             p.wait()
 
 
+class ChangeAfterMissedChange(unittest.TestCase):
+    """Regression (found by tests/jepsen, membership workload): after a
+    configuration change made while one node was down, a leader elected by
+    handover refused every further change ("a configuration change is
+    already in progress") for as long as it led: nothing committed an
+    entry of its own term."""
+
+    def test_remove_after_a_missed_change(self):
+        c = ubcluster.Cluster(BIN, n=3, election_ms=800, spare_names=["n4"])
+        self.addCleanup(c.close)
+        c.start()
+        leader = c.wait_leader(timeout=40)
+        follower = [n for n in c.nodes if n is not leader][0]
+        follower.kill()
+        follower.proc = None
+        n4 = c.add_node("n4")
+        n4.extra = []
+        n4.start()
+
+        def role_of(name):
+            st, j = leader.cluster_info()
+            return {m["name"]: m["role"] for m in (j or {}).get("members", [])}.get(name)
+        ubcluster.wait_for(lambda: role_of("n4") == "standby", timeout=40,
+                           what="n4 to join as standby")
+        st, j = leader.request("POST", "/v1/cluster/members",
+                               b'{"name":"n4","address":"%s","role":"voter"}' % n4.route.encode(),
+                               timeout=90)
+        self.assertEqual(st, 200, j)
+        follower.start()
+        time.sleep(3)
+        c.wait_leader(timeout=30)
+        # The node that missed the change takes over, then changes more.
+        st, j = leader.request("POST", "/v1/cluster/transfer?to=" + follower.name, b"",
+                               timeout=30)
+        self.assertEqual(st, 200, j)
+        self.assertEqual(c.wait_leader(timeout=30).name, follower.name)
+        t0 = time.time()
+        st, j = follower.request("DELETE", "/v1/cluster/members/n4", timeout=70)
+        self.assertEqual(st, 200, j)
+        st, j = follower.request("DELETE", "/v1/cluster/members/" + leader.name, timeout=70)
+        self.assertEqual(st, 200, j)
+        self.assertLess(time.time() - t0, 20)
+
+
 class RouteRefusals(unittest.TestCase):
     """Routes accept only certificates of the dedicated cluster CA, naming
     the node that presents them; everything else is refused and logged, and
