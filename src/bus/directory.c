@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus/sublist.h"
 #include "ctl/records.h"
 #include "kv/kv.h"
 #include "lib/log.h"
@@ -30,15 +31,6 @@ struct bdir {
     size_t n;
 };
 
-static uint64_t hash_str(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++) {
-        h = (h ^ (uint8_t)*s) * 1099511628211ULL;
-    }
-    return h;
-}
-
 static void room_free(struct droom *r)
 {
     if (r == NULL) {
@@ -51,7 +43,7 @@ static void room_free(struct droom *r)
 
 static struct droom **room_slot(struct bdir *d, const char *name)
 {
-    struct droom **p = &d->tab[hash_str(name) & (d->cap - 1)];
+    struct droom **p = &d->tab[sl_hash(name, strlen(name)) & (d->cap - 1)];
     while (*p && strcmp((*p)->name, name) != 0) {
         p = &(*p)->next;
     }
@@ -69,7 +61,7 @@ static int grow(struct bdir *d)
         struct droom *r = d->tab[i];
         while (r) {
             struct droom *next = r->next;
-            size_t k = hash_str(r->name) & (ncap - 1);
+            size_t k = sl_hash(r->name, strlen(r->name)) & (ncap - 1);
             r->next = nt[k];
             nt[k] = r;
             r = next;

@@ -85,15 +85,7 @@ struct itab {
 
 static uint64_t ihash(const char *p, size_t plen, const char *q, size_t qlen)
 {
-    uint64_t h = UINT64_C(0xcbf29ce484222325);
-    for (size_t i = 0; i < plen; i++) {
-        h = (h ^ (unsigned char)p[i]) * UINT64_C(0x100000001b3);
-    }
-    h = (h ^ 0x1ff) * UINT64_C(0x100000001b3); /* not a byte value */
-    for (size_t i = 0; i < qlen; i++) {
-        h = (h ^ (unsigned char)q[i]) * UINT64_C(0x100000001b3);
-    }
-    return h ^ (h >> 29);
+    return sl_hash(p, plen) * UINT64_C(0x9e3779b97f4a7c15) ^ sl_hash(q, qlen);
 }
 
 static struct ient *itab_find(const struct itab *t, const char *p,

@@ -108,7 +108,7 @@ struct bconn {
 };
 
 struct bsub {
-    struct bsub *next; /* sid chain */
+    struct bsub *next; /* sid chain; once dead, the bus's dead list */
     struct bconn *c;
     char *subject;
     size_t subject_len;
@@ -144,8 +144,7 @@ struct bus {
     struct bus_stats st;
     uint8_t rbuf[READ_BUF];
     uint8_t tbuf[READ_BUF];
-    struct bsub **dead; /* auto-unsubscribed during a delivery loop */
-    size_t n_dead, dead_cap;
+    struct bsub *dead; /* removed during a walk, unindexed at its end */
     int delivering;
     /* shutdown */
     bool closing;
@@ -273,18 +272,9 @@ static void send_ok(struct bconn *c)
 /* ------------------------------------------------------------------ */
 /* Subscriptions of a connection: sid hash table. */
 
-static uint64_t hash_bytes(const char *s, size_t len)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < len; i++) {
-        h = (h ^ (uint8_t)s[i]) * 1099511628211ULL;
-    }
-    return h;
-}
-
 static struct bsub **sid_slot(struct bconn *c, const char *sid, size_t len)
 {
-    struct bsub **p = &c->sids[hash_bytes(sid, len) & (c->sid_cap - 1)];
+    struct bsub **p = &c->sids[sl_hash(sid, len) & (c->sid_cap - 1)];
     while (*p && !((*p)->sid_len == len && memcmp((*p)->sid, sid, len) == 0)) {
         p = &(*p)->next;
     }
@@ -302,7 +292,7 @@ static int sid_grow(struct bconn *c)
         struct bsub *s = c->sids[i];
         while (s) {
             struct bsub *next = s->next;
-            size_t k = hash_bytes(s->sid, s->sid_len) & (ncap - 1);
+            size_t k = sl_hash(s->sid, s->sid_len) & (ncap - 1);
             s->next = nt[k];
             nt[k] = s;
             s = next;
@@ -348,16 +338,8 @@ static void sub_remove(struct bsub *s)
     b->st.subs--;
     if (b->delivering) {
         s->dead = true;
-        if (b->n_dead == b->dead_cap) {
-            size_t nc = b->dead_cap ? b->dead_cap * 2 : 16;
-            struct bsub **nd = realloc(b->dead, nc * sizeof *nd);
-            if (nd == NULL) {
-                return; /* leaked rather than freed under a live walk */
-            }
-            b->dead = nd;
-            b->dead_cap = nc;
-        }
-        b->dead[b->n_dead++] = s;
+        s->next = b->dead; /* out of the sid table: the link is free */
+        b->dead = s;
     } else {
         sub_unindex(b, s);
     }
@@ -371,10 +353,11 @@ static void walk_begin(struct bus *b)
 static void walk_end(struct bus *b)
 {
     if (--b->delivering == 0) {
-        for (size_t i = 0; i < b->n_dead; i++) {
-            sub_unindex(b, b->dead[i]);
+        while (b->dead) {
+            struct bsub *s = b->dead;
+            b->dead = s->next;
+            sub_unindex(b, s);
         }
-        b->n_dead = 0;
     }
 }
 
@@ -1187,7 +1170,6 @@ static void handle_released(struct bus *b)
     if (--b->open_handles == 0 && b->closing) {
         void (*cb)(void *) = b->close_cb;
         void *arg = b->close_arg;
-        free(b->dead);
         free(b->listen);
         free(b->name);
         free(b);

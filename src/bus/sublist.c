@@ -47,7 +47,7 @@
  * byte-serial multiply chain would dominate. Not keyed: the trie's chains
  * are as long as an adversary's collisions (bounded by max_subs per
  * connection); the cache is bounded anyway. */
-static uint64_t sl_hash(const char *s, size_t len)
+uint64_t sl_hash(const char *s, size_t len)
 {
     uint64_t h = UINT64_C(0x9e3779b97f4a7c15) ^ ((uint64_t)len *
                                                   UINT64_C(0xff51afd7ed558ccd));

@@ -24,6 +24,10 @@
 #define SL_MAX_TOKENS 256 /* subjects with more tokens are invalid */
 #define SL_MATCH_KEEP 8   /* see sl_match */
 
+/* The bus's string hash (not keyed: use it only for tables whose chain
+ * length an adversary can inflate by a bounded amount). */
+uint64_t sl_hash(const char *s, size_t len);
+
 /* Validation. A literal subject has no wildcard token. */
 bool sl_subject_valid(const char *s, size_t len);   /* wildcards allowed */
 bool sl_subject_literal(const char *s, size_t len); /* valid, no wildcards */
